@@ -1,0 +1,310 @@
+/* copy_up.c - copy-up: a temp object in the work dir gets data (FICLONE, copy_file_range,
+ * read/write), xattrs (without private ones), owner, mode and times, then is renamed into
+ * place, so a crash leaves either the lower view or the complete copy. Lower files with
+ * several names go through the hard-link index so that the names stay linked. */
+#include "ovl.h"
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/xattr.h>
+
+int ovl_rm_rf_at(int dirfd, const char *name)
+{
+	if (unlinkat(dirfd, name, 0) == 0)
+		return 0;
+	if (errno != EISDIR && errno != EPERM)
+		return errno == ENOENT ? 0 : -errno;
+	int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return -errno;
+	}
+	struct dirent *de;
+	int r = 0;
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		int e = ovl_rm_rf_at(fd, de->d_name);
+		if (e < 0)
+			r = e;
+	}
+	closedir(d);
+	if (unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+		return -errno;
+	return r;
+}
+
+int ovl_copy_xattrs_at(struct ovl_fs *fs, int sdir, const char *sname, int ddir, const char *dname)
+{
+	(void)fs;
+	char spath[PATH_MAX], dpath[PATH_MAX];
+	ovl_fdpath(spath, sizeof(spath), sdir, sname);
+	ovl_fdpath(dpath, sizeof(dpath), ddir, dname);
+	ssize_t n = llistxattr(spath, NULL, 0);
+	if (n <= 0)
+		return (n < 0 && errno != ENOTSUP && errno != EOPNOTSUPP) ? -errno : 0;
+	autofree char *list = malloc(n);
+	if (!list)
+		return -ENOMEM;
+	n = llistxattr(spath, list, n);
+	if (n < 0)
+		return -errno;
+	for (ssize_t off = 0; off < n; off += strlen(list + off) + 1) {
+		const char *name = list + off;
+		if (ovl_is_private_xattr(name))
+			continue;
+		ssize_t vl = lgetxattr(spath, name, NULL, 0);
+		if (vl < 0)
+			continue;
+		autofree char *val = malloc(vl ? vl : 1);
+		if (!val)
+			return -ENOMEM;
+		vl = lgetxattr(spath, name, val, vl);
+		if (vl < 0)
+			continue;
+		if (lsetxattr(dpath, name, val, vl, 0) < 0) {
+			if (errno == ENOTSUP || errno == EOPNOTSUPP ||
+			    (errno == EPERM && strncmp(name, "user.", 5)))
+				continue;
+			return -errno;
+		}
+	}
+	return 0;
+}
+
+static int copy_data(int in, int out, off_t size)
+{
+	if (size == 0)
+		return 0;
+	if (ioctl(out, FICLONE, in) == 0)
+		return 0;
+	off_t done = 0;
+	bool cfr = true;
+	while (done < size) {
+		ssize_t n;
+		if (cfr) {
+			n = copy_file_range(in, NULL, out, NULL, size - done, 0);
+			if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
+				      errno == EOPNOTSUPP)) {
+				cfr = false;
+				continue;
+			}
+		} else {
+			char buf[1 << 16];
+			n = read(in, buf, sizeof(buf));
+			if (n > 0) {
+				ssize_t w = 0;
+				while (w < n) {
+					ssize_t k = write(out, buf + w, n - w);
+					if (k < 0) {
+						if (errno == EINTR)
+							continue;
+						return -errno;
+					}
+					w += k;
+				}
+			}
+		}
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			break; /* the lower file is shorter than it said: keep what is there */
+		done += n;
+	}
+	return 0;
+}
+
+static void index_name(char *buf, size_t len, const struct stat *st)
+{
+	snprintf(buf, len, "%llx-%llx", (unsigned long long)st->st_dev,
+		 (unsigned long long)st->st_ino);
+}
+
+/* Creates the upper copy of n. Called with n->lock held and the parent already upper. */
+static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *n, bool data)
+{
+	int up = fs->upper;
+	autofree char *name = NULL;
+	autofree char *uname = NULL;
+	autoclose int lpfd = ovl_node_parent_fd(fs, n, n->top, &name);
+	if (lpfd < 0)
+		return lpfd;
+	autoclose int upfd = ovl_node_parent_fd(fs, n, up, &uname);
+	if (upfd < 0)
+		return upfd;
+	struct stat st;
+	if (fstatat(lpfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	struct stat pst;
+	bool have_pst = fstatat(upfd, "", &pst, AT_EMPTY_PATH) == 0;
+
+	char idx[64] = "";
+	bool use_index = S_ISREG(st.st_mode) && st.st_nlink > 1 && fs->indexfd >= 0;
+	if (use_index) {
+		index_name(idx, sizeof(idx), &st);
+		if (linkat(fs->indexfd, idx, upfd, name, 0) == 0) {
+			n->indexed = true;
+			goto placed;
+		}
+	}
+
+	char tmp[64];
+	ovl_tmpname(fs, tmp, sizeof(tmp));
+	int r = 0;
+	if (S_ISREG(st.st_mode)) {
+		autoclose int in = -1;
+		if (data && st.st_size > 0) {
+			in = openat(lpfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+			if (in < 0)
+				return -errno;
+		}
+		autoclose int out = openat(fs->workfd, tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC,
+					   0600);
+		if (out < 0)
+			return -errno;
+		if (in >= 0)
+			r = copy_data(in, out, st.st_size);
+		if (!r && !fs->p.volatile_ && fsync(out) < 0)
+			r = -errno;
+	} else if (S_ISDIR(st.st_mode)) {
+		r = mkdirat(fs->workfd, tmp, 0700) < 0 ? -errno : 0;
+	} else if (S_ISLNK(st.st_mode)) {
+		char target[PATH_MAX + 1];
+		ssize_t len = readlinkat(lpfd, name, target, PATH_MAX);
+		if (len < 0)
+			return -errno;
+		target[len] = '\0';
+		r = symlinkat(target, fs->workfd, tmp) < 0 ? -errno : 0;
+	} else {
+		r = mknodat(fs->workfd, tmp, (st.st_mode & S_IFMT) | 0600, st.st_rdev) < 0 ? -errno
+											   : 0;
+	}
+	if (r < 0)
+		goto fail;
+	r = ovl_copy_xattrs_at(fs, lpfd, name, fs->workfd, tmp);
+	if (r < 0)
+		goto fail;
+	if (fs->feat.private_prefix) {
+		char path[PATH_MAX], xname[64], val[64];
+		ovl_fdpath(path, sizeof(path), fs->workfd, tmp);
+		snprintf(xname, sizeof(xname), "%sstrata.origin", fs->feat.private_prefix);
+		int vl = snprintf(val, sizeof(val), "%llu%s", (unsigned long long)n->ino,
+				  use_index ? "i" : "");
+		/* trusted.* cannot be set on symlinks by some filesystems: the origin is a hint */
+		lsetxattr(path, xname, val, vl, 0);
+	}
+	if (fchownat(fs->workfd, tmp, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	if (!S_ISLNK(st.st_mode) && fchmodat(fs->workfd, tmp, st.st_mode & 07777, 0) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	struct timespec ts[2] = {st.st_atim, st.st_mtim};
+	if (utimensat(fs->workfd, tmp, ts, AT_SYMLINK_NOFOLLOW) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	if (use_index) {
+		if (linkat(fs->workfd, tmp, fs->indexfd, idx, 0) == 0) {
+			n->indexed = true;
+		} else if (errno == EEXIST) {
+			/* another name of this inode was copied up meanwhile: link to it */
+			unlinkat(fs->workfd, tmp, 0);
+			if (linkat(fs->indexfd, idx, upfd, name, 0) < 0)
+				return -errno;
+			n->indexed = true;
+			goto placed;
+		}
+	}
+	if (renameat2(fs->workfd, tmp, upfd, name, RENAME_NOREPLACE) < 0) {
+		if (errno != EINVAL || renameat(fs->workfd, tmp, upfd, name) < 0) {
+			r = -errno;
+			goto fail;
+		}
+	}
+placed:
+	if (have_pst) {
+		/* creating the copy changed the parent's times: put them back */
+		struct timespec pts[2] = {pst.st_atim, pst.st_mtim};
+		utimensat(upfd, "", pts, AT_EMPTY_PATH);
+	}
+	if (S_ISDIR(st.st_mode)) {
+		uint16_t *ns = malloc(sizeof(uint16_t) * (n->nstack + 1));
+		if (!ns)
+			return -ENOMEM;
+		ns[0] = up;
+		int k = 1;
+		for (int i = 0; i < n->nstack; i++)
+			if (n->stack[i] != up)
+				ns[k++] = n->stack[i];
+		free(n->stack);
+		n->stack = ns;
+		n->nstack = k;
+	}
+	n->top = up;
+	return 0;
+fail:
+	ovl_rm_rf_at(fs->workfd, tmp);
+	return r;
+}
+
+int ovl_copy_up(struct ovl_fs *fs, struct ovl_node *n, bool data)
+{
+	if (!fs->has_upper)
+		return -EROFS;
+	pthread_mutex_lock(&n->lock);
+	int r = ovl_node_refresh(fs, n);
+	bool done = n->top == fs->upper;
+	pthread_mutex_unlock(&n->lock);
+	if (r < 0 || done)
+		return r;
+	struct ovl_node *p = ovl_node_parent(fs, n);
+	if (!p)
+		return -ENOENT;
+	r = ovl_copy_up(fs, p, true);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&n->lock);
+	r = ovl_node_refresh(fs, n);
+	if (r == 0 && n->top != fs->upper)
+		r = copy_up_locked(fs, n, data);
+	pthread_mutex_unlock(&n->lock);
+	return r;
+}
+
+int ovl_copy_up_tree(struct ovl_fs *fs, struct ovl_node *n)
+{
+	int r = ovl_copy_up(fs, n, true);
+	if (r < 0 || n->type != S_IFDIR)
+		return r;
+	struct ovl_dirh h = {0};
+	r = ovl_dir_load(fs, n, &h, false);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < h.n && r == 0; i++) {
+		struct fuse_entry_param e;
+		r = ovl_lookup(fs, ovl_node_id(n), h.ents[i].name, &e);
+		if (r < 0 || !e.ino) {
+			r = r < 0 ? r : 0;
+			continue;
+		}
+		struct ovl_node *c = ovl_node_get(fs, e.ino);
+		if (c) {
+			r = ovl_copy_up_tree(fs, c);
+			ovl_node_forget(fs, c, 1);
+		}
+	}
+	ovl_dirh_free(&h);
+	return r;
+}

@@ -1,0 +1,777 @@
+/* inode.c - the node table (arena index + generation as fuse_ino_t), lookup counts, forget,
+ * the bounded cache of layer fds, and getattr/setattr. */
+#include "ovl.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/xattr.h>
+
+#define CHUNK_SHIFT 12
+#define CHUNK_SIZE (1u << CHUNK_SHIFT)
+
+static uint32_t name_hash(uint32_t parent, const char *name)
+{
+	uint32_t h = 2166136261u ^ parent;
+	for (const unsigned char *s = (const unsigned char *)name; *s; s++)
+		h = (h ^ *s) * 16777619u;
+	return h;
+}
+
+static struct ovl_node *node_at(struct ovl_fs *fs, uint32_t idx)
+{
+	uint32_t c = idx >> CHUNK_SHIFT;
+	if (idx == 0 || c >= fs->nchunks || !fs->chunks[c])
+		return NULL;
+	return &fs->chunks[c][idx & (CHUNK_SIZE - 1)];
+}
+
+/* Called with tlock held. */
+static struct ovl_node *node_alloc(struct ovl_fs *fs)
+{
+	if (!fs->freelist) {
+		if (fs->nchunks == fs->nalloc) {
+			uint32_t na = fs->nalloc ? fs->nalloc * 2 : 16;
+			/* chunks are never freed, and readers only reach them through tlock */
+			struct ovl_node **nc = realloc(fs->chunks, sizeof(*nc) * na);
+			if (!nc)
+				return NULL;
+			fs->chunks = nc;
+			fs->nalloc = na;
+		}
+		struct ovl_node *chunk = calloc(CHUNK_SIZE, sizeof(*chunk));
+		if (!chunk)
+			return NULL;
+		uint32_t base = fs->nchunks << CHUNK_SHIFT;
+		fs->chunks[fs->nchunks++] = chunk;
+		for (uint32_t i = CHUNK_SIZE; i-- > 0;) {
+			uint32_t idx = base + i;
+			if (idx == 0 || idx == OVL_ROOT_IDX)
+				continue;
+			chunk[i].idx = idx;
+			chunk[i].gen = 0;
+			chunk[i].hnext = fs->freelist;
+			pthread_mutex_init(&chunk[i].lock, NULL);
+			fs->freelist = idx;
+		}
+		if (base == 0) {
+			chunk[OVL_ROOT_IDX].idx = OVL_ROOT_IDX;
+			pthread_mutex_init(&chunk[OVL_ROOT_IDX].lock, NULL);
+		}
+	}
+	struct ovl_node *n = node_at(fs, fs->freelist);
+	fs->freelist = n->hnext;
+	n->gen++;
+	n->inuse = true;
+	n->hnext = 0;
+	n->nlookup = 0;
+	n->children = 0;
+	n->hashed = n->unlinked = n->indexed = false;
+	n->stack = NULL;
+	n->nstack = 0;
+	return n;
+}
+
+static int table_grow(struct ovl_fs *fs)
+{
+	uint32_t nb = fs->nbuckets ? fs->nbuckets * 2 : 1024;
+	uint32_t *b = calloc(nb, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < fs->nbuckets; i++) {
+		uint32_t idx = fs->buckets[i];
+		while (idx) {
+			struct ovl_node *n = node_at(fs, idx);
+			uint32_t next = n->hnext;
+			uint32_t h = name_hash(n->parent, n->name) & (nb - 1);
+			n->hnext = b[h];
+			b[h] = idx;
+			idx = next;
+		}
+	}
+	free(fs->buckets);
+	fs->buckets = b;
+	fs->nbuckets = nb;
+	return 0;
+}
+
+static void hash_insert(struct ovl_fs *fs, struct ovl_node *n)
+{
+	if (fs->nhashed + 1 > fs->nbuckets)
+		table_grow(fs);
+	uint32_t h = name_hash(n->parent, n->name) & (fs->nbuckets - 1);
+	n->hnext = fs->buckets[h];
+	fs->buckets[h] = n->idx;
+	n->hashed = true;
+	fs->nhashed++;
+}
+
+static void hash_remove(struct ovl_fs *fs, struct ovl_node *n)
+{
+	if (!n->hashed)
+		return;
+	uint32_t h = name_hash(n->parent, n->name) & (fs->nbuckets - 1);
+	uint32_t *pp = &fs->buckets[h];
+	while (*pp && *pp != n->idx)
+		pp = &node_at(fs, *pp)->hnext;
+	if (*pp)
+		*pp = n->hnext;
+	n->hnext = 0;
+	n->hashed = false;
+	fs->nhashed--;
+}
+
+static struct ovl_node *hash_find(struct ovl_fs *fs, uint32_t parent, const char *name)
+{
+	if (!fs->nbuckets)
+		return NULL;
+	uint32_t h = name_hash(parent, name) & (fs->nbuckets - 1);
+	for (uint32_t idx = fs->buckets[h]; idx;) {
+		struct ovl_node *n = node_at(fs, idx);
+		if (n->parent == parent && !strcmp(n->name, name))
+			return n;
+		idx = n->hnext;
+	}
+	return NULL;
+}
+
+int ovl_nodes_init(struct ovl_fs *fs)
+{
+	pthread_mutex_init(&fs->tlock, NULL);
+	if (table_grow(fs) < 0)
+		return -ENOMEM;
+	/* allocate chunk 0, which holds the root at index 1 */
+	struct ovl_node *tmp = node_alloc(fs);
+	if (!tmp)
+		return -ENOMEM;
+	/* give that node back: we only wanted chunk 0 */
+	tmp->inuse = false;
+	tmp->hnext = fs->freelist;
+	fs->freelist = tmp->idx;
+
+	struct ovl_node *root = node_at(fs, OVL_ROOT_IDX);
+	root->inuse = true;
+	root->gen = 0;
+	root->name = strdup("");
+	root->nlookup = 1;
+	root->type = S_IFDIR;
+	root->top = 0;
+	root->nstack = fs->nlayers;
+	root->stack = calloc(fs->nlayers, sizeof(uint16_t));
+	if (!root->stack || !root->name)
+		return -ENOMEM;
+	for (int i = 0; i < fs->nlayers; i++)
+		root->stack[i] = i;
+	struct stat st;
+	if (fstat(fs->layers[0].fd, &st) == 0)
+		root->ino = st.st_ino;
+	root->epoch = atomic_load(&fs->epoch);
+	return 0;
+}
+
+void ovl_nodes_destroy(struct ovl_fs *fs)
+{
+	for (uint32_t c = 0; c < fs->nchunks; c++) {
+		for (uint32_t i = 0; i < CHUNK_SIZE; i++) {
+			struct ovl_node *n = &fs->chunks[c][i];
+			if (n->inuse) {
+				free(n->name);
+				free(n->stack);
+			}
+			pthread_mutex_destroy(&n->lock);
+		}
+		free(fs->chunks[c]);
+	}
+	free(fs->chunks);
+	free(fs->buckets);
+	fs->chunks = NULL;
+	fs->buckets = NULL;
+}
+
+struct ovl_node *ovl_node_get(struct ovl_fs *fs, fuse_ino_t id)
+{
+	uint32_t idx = (uint32_t)id;
+	uint32_t gen = (uint32_t)(id >> 32);
+	pthread_mutex_lock(&fs->tlock);
+	struct ovl_node *n = node_at(fs, idx);
+	if (n && (!n->inuse || n->gen != gen))
+		n = NULL;
+	pthread_mutex_unlock(&fs->tlock);
+	if (!n)
+		ovl_log("stale or invalid node id %#llx", (unsigned long long)id);
+	return n;
+}
+
+/* Releases one reference (lookup count or child); frees the node when none are left.
+ * Called with tlock held. */
+static void node_put_locked(struct ovl_fs *fs, struct ovl_node *n)
+{
+	while (n && n->idx != OVL_ROOT_IDX && n->nlookup == 0 && n->children == 0) {
+		struct ovl_node *parent = n->hashed || n->parent ? node_at(fs, n->parent) : NULL;
+		hash_remove(fs, n);
+		fuse_ino_t id = ovl_node_id(n);
+		free(n->name);
+		free(n->stack);
+		n->name = NULL;
+		n->stack = NULL;
+		n->inuse = false;
+		n->parent = 0;
+		n->hnext = fs->freelist;
+		fs->freelist = n->idx;
+		ovl_fdcache_drop(fs, id);
+		if (parent) {
+			parent->children--;
+			n = parent;
+		} else {
+			n = NULL;
+		}
+	}
+}
+
+struct ovl_node *ovl_node_lookup_ref(struct ovl_fs *fs, struct ovl_node *parent, const char *name,
+				     const struct ovl_lookup_res *res)
+{
+	pthread_mutex_lock(&fs->tlock);
+	struct ovl_node *n = hash_find(fs, parent->idx, name);
+	if (n && (n->type != (res->st.st_mode & S_IFMT))) {
+		/* the name now holds another object: the old node lives on unhashed */
+		hash_remove(fs, n);
+		n->unlinked = true;
+		n = NULL;
+	}
+	if (n) {
+		n->nlookup++;
+		pthread_mutex_unlock(&fs->tlock);
+		return n;
+	}
+	n = node_alloc(fs);
+	if (!n) {
+		pthread_mutex_unlock(&fs->tlock);
+		return NULL;
+	}
+	n->name = strdup(name);
+	if (!n->name) {
+		n->inuse = false;
+		n->hnext = fs->freelist;
+		fs->freelist = n->idx;
+		pthread_mutex_unlock(&fs->tlock);
+		return NULL;
+	}
+	n->parent = parent->idx;
+	parent->children++;
+	n->nlookup = 1;
+	n->type = res->st.st_mode & S_IFMT;
+	n->ino = res->ino;
+	n->top = res->top;
+	n->indexed = res->indexed;
+	n->epoch = atomic_load(&fs->epoch);
+	if (res->nstack) {
+		n->stack = malloc(sizeof(uint16_t) * res->nstack);
+		if (n->stack) {
+			memcpy(n->stack, res->stack, sizeof(uint16_t) * res->nstack);
+			n->nstack = res->nstack;
+		}
+	}
+	hash_insert(fs, n);
+	pthread_mutex_unlock(&fs->tlock);
+	return n;
+}
+
+void ovl_node_ref(struct ovl_fs *fs, struct ovl_node *n)
+{
+	pthread_mutex_lock(&fs->tlock);
+	n->nlookup++;
+	pthread_mutex_unlock(&fs->tlock);
+}
+
+void ovl_node_forget(struct ovl_fs *fs, struct ovl_node *n, uint64_t nlookup)
+{
+	pthread_mutex_lock(&fs->tlock);
+	if (n->nlookup < nlookup) {
+		ovl_log("forget of %llu lookups on a node holding %llu", (unsigned long long)nlookup,
+			(unsigned long long)n->nlookup);
+		nlookup = n->nlookup;
+	}
+	n->nlookup -= nlookup;
+	node_put_locked(fs, n);
+	pthread_mutex_unlock(&fs->tlock);
+}
+
+void ovl_node_unhash(struct ovl_fs *fs, struct ovl_node *n)
+{
+	pthread_mutex_lock(&fs->tlock);
+	hash_remove(fs, n);
+	n->unlinked = true;
+	pthread_mutex_unlock(&fs->tlock);
+}
+
+int ovl_node_move(struct ovl_fs *fs, struct ovl_node *n, struct ovl_node *newparent,
+		  const char *newname)
+{
+	char *nn = strdup(newname);
+	if (!nn)
+		return -ENOMEM;
+	pthread_mutex_lock(&fs->tlock);
+	struct ovl_node *victim = hash_find(fs, newparent->idx, newname);
+	if (victim && victim != n) {
+		hash_remove(fs, victim);
+		victim->unlinked = true;
+	}
+	hash_remove(fs, n);
+	struct ovl_node *oldparent = node_at(fs, n->parent);
+	free(n->name);
+	n->name = nn;
+	if (oldparent != newparent) {
+		n->parent = newparent->idx;
+		newparent->children++;
+		oldparent->children--;
+	}
+	hash_insert(fs, n);
+	/* the old parent may now be unreferenced */
+	if (oldparent != newparent)
+		node_put_locked(fs, oldparent);
+	pthread_mutex_unlock(&fs->tlock);
+	return 0;
+}
+
+void ovl_node_exchange(struct ovl_fs *fs, struct ovl_node *a, struct ovl_node *b)
+{
+	pthread_mutex_lock(&fs->tlock);
+	hash_remove(fs, a);
+	hash_remove(fs, b);
+	uint32_t ap = a->parent;
+	char *an = a->name;
+	a->parent = b->parent;
+	a->name = b->name;
+	b->parent = ap;
+	b->name = an;
+	hash_insert(fs, a);
+	hash_insert(fs, b);
+	pthread_mutex_unlock(&fs->tlock);
+}
+
+/* Walks from the nearest ancestor with a cached fd in layer l down to n by names. */
+int ovl_node_layer_fd(struct ovl_fs *fs, struct ovl_node *n, int l)
+{
+	enum { MAXDEPTH = 64 };
+	int fd;
+	if (n->idx == OVL_ROOT_IDX) {
+		fd = fcntl(fs->layers[l].fd, F_DUPFD_CLOEXEC, 3);
+		return fd < 0 ? -errno : fd;
+	}
+	fd = ovl_fdcache_get(fs, ovl_node_id(n), l);
+	if (fd >= 0)
+		return fd;
+
+	/* collect the chain of names up to a cached ancestor or the root */
+	char *names[MAXDEPTH];
+	fuse_ino_t ids[MAXDEPTH];
+	int depth = 0;
+	int base = -1;
+	pthread_mutex_lock(&fs->tlock);
+	struct ovl_node *c = n;
+	if (n->unlinked && !n->hashed) {
+		pthread_mutex_unlock(&fs->tlock);
+		return -ENOENT;
+	}
+	while (c && c->idx != OVL_ROOT_IDX) {
+		if (depth == MAXDEPTH) {
+			/* deeper than we walk in one go: resolve the ancestor first */
+			struct ovl_node *anc = c;
+			pthread_mutex_unlock(&fs->tlock);
+			int afd = ovl_node_layer_fd(fs, anc, l);
+			if (afd < 0) {
+				for (int i = 0; i < depth; i++)
+					free(names[i]);
+				return afd;
+			}
+			base = afd;
+			pthread_mutex_lock(&fs->tlock);
+			break;
+		}
+		if (depth > 0) {
+			int cfd = ovl_fdcache_get(fs, ovl_node_id(c), l);
+			if (cfd >= 0) {
+				base = cfd;
+				break;
+			}
+		}
+		names[depth] = strdup(c->name);
+		ids[depth] = ovl_node_id(c);
+		if (!names[depth]) {
+			pthread_mutex_unlock(&fs->tlock);
+			for (int i = 0; i < depth; i++)
+				free(names[i]);
+			return -ENOMEM;
+		}
+		depth++;
+		c = node_at(fs, c->parent);
+	}
+	pthread_mutex_unlock(&fs->tlock);
+	if (base < 0) {
+		base = fcntl(fs->layers[l].fd, F_DUPFD_CLOEXEC, 3);
+		if (base < 0) {
+			int e = -errno;
+			for (int i = 0; i < depth; i++)
+				free(names[i]);
+			return e;
+		}
+	}
+	fd = base;
+	int err = 0;
+	for (int i = depth - 1; i >= 0; i--) {
+		if (!err) {
+			int nfd = openat(fd, names[i], O_PATH | O_NOFOLLOW | O_CLOEXEC);
+			if (nfd < 0)
+				err = -errno;
+			close(fd);
+			fd = nfd;
+			if (!err && i > 0) {
+				int dfd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+				if (dfd >= 0)
+					ovl_fdcache_put(fs, ids[i], l, dfd);
+			}
+		}
+		free(names[i]);
+	}
+	if (err)
+		return err;
+	if (n->type == S_IFDIR) {
+		int dfd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+		if (dfd >= 0)
+			ovl_fdcache_put(fs, ovl_node_id(n), l, dfd);
+	}
+	return fd;
+}
+
+struct ovl_node *ovl_node_parent(struct ovl_fs *fs, struct ovl_node *n)
+{
+	pthread_mutex_lock(&fs->tlock);
+	struct ovl_node *p = n->hashed ? node_at(fs, n->parent) : NULL;
+	pthread_mutex_unlock(&fs->tlock);
+	return p;
+}
+
+int ovl_node_parent_fd(struct ovl_fs *fs, struct ovl_node *n, int l, char **name)
+{
+	pthread_mutex_lock(&fs->tlock);
+	struct ovl_node *p = node_at(fs, n->parent);
+	*name = n->name ? strdup(n->name) : NULL;
+	bool gone = !n->hashed || !p;
+	pthread_mutex_unlock(&fs->tlock);
+	if (!*name)
+		return -ENOMEM;
+	if (gone) {
+		free(*name);
+		*name = NULL;
+		return -ENOENT;
+	}
+	int fd = ovl_node_layer_fd(fs, p, l);
+	if (fd < 0) {
+		free(*name);
+		*name = NULL;
+	}
+	return fd;
+}
+
+int ovl_node_refresh(struct ovl_fs *fs, struct ovl_node *n)
+{
+	unsigned ep = atomic_load(&fs->epoch);
+	if (n->epoch == ep || n->idx == OVL_ROOT_IDX)
+		return 0;
+	pthread_mutex_lock(&fs->tlock);
+	struct ovl_node *p = n->hashed ? node_at(fs, n->parent) : NULL;
+	autofree char *name = n->name ? strdup(n->name) : NULL;
+	pthread_mutex_unlock(&fs->tlock);
+	if (!p || !name) {
+		n->epoch = ep;
+		return 0;
+	}
+	struct ovl_place pl;
+	int r = ovl_node_place(fs, p, &pl);
+	if (r < 0)
+		return r;
+	struct ovl_lookup_res res;
+	r = ovl_lookup_name(fs, p, &pl, name, &res);
+	ovl_place_free(&pl);
+	if (r < 0)
+		return r == -ENOENT ? 0 : r;
+	if ((res.st.st_mode & S_IFMT) == n->type) {
+		n->top = res.top;
+		free(n->stack);
+		n->stack = steal_ptr(&res.stack);
+		n->nstack = res.nstack;
+		n->epoch = ep;
+	}
+	ovl_lookup_res_free(&res);
+	return 0;
+}
+
+int ovl_node_place(struct ovl_fs *fs, struct ovl_node *n, struct ovl_place *pl)
+{
+	pthread_mutex_lock(&n->lock);
+	int r = ovl_node_refresh(fs, n);
+	if (r < 0) {
+		pthread_mutex_unlock(&n->lock);
+		return r;
+	}
+	pl->top = n->top;
+	pl->nstack = n->nstack;
+	pl->bigstack = NULL;
+	if (n->nstack > 64) {
+		pl->bigstack = malloc(sizeof(uint16_t) * n->nstack);
+		if (!pl->bigstack) {
+			pthread_mutex_unlock(&n->lock);
+			return -ENOMEM;
+		}
+		memcpy(pl->bigstack, n->stack, sizeof(uint16_t) * n->nstack);
+	} else if (n->nstack) {
+		memcpy(pl->stack, n->stack, sizeof(uint16_t) * n->nstack);
+	}
+	pthread_mutex_unlock(&n->lock);
+	return 0;
+}
+
+void ovl_place_free(struct ovl_place *pl)
+{
+	free(pl->bigstack);
+	pl->bigstack = NULL;
+}
+
+void ovl_fixup_stat(struct ovl_fs *fs, struct ovl_node *n, struct stat *st)
+{
+	st->st_ino = n->ino;
+	if (fs->p.ino32)
+		st->st_ino = (uint32_t)(st->st_ino ^ (st->st_ino >> 32));
+	if (n->indexed && S_ISREG(st->st_mode) && st->st_nlink > 1)
+		st->st_nlink--; /* the index entry is not a name */
+	if (S_ISDIR(st->st_mode) && fs->p.static_nlink)
+		st->st_nlink = 1;
+	if (n->unlinked && !S_ISDIR(st->st_mode))
+		st->st_nlink = 0;
+}
+
+int ovl_getattr_node(struct ovl_fs *fs, struct ovl_node *n, struct stat *st)
+{
+	struct ovl_place pl;
+	int r = ovl_node_place(fs, n, &pl);
+	if (r < 0)
+		return r;
+	ovl_place_free(&pl);
+	int fd = ovl_node_layer_fd(fs, n, pl.top);
+	if (fd < 0)
+		return fd;
+	r = fstatat(fd, "", st, AT_EMPTY_PATH) < 0 ? -errno : 0;
+	close(fd);
+	if (r == 0)
+		ovl_fixup_stat(fs, n, st);
+	return r;
+}
+
+int ovl_setattr(struct ovl_fs *fs, struct ovl_node *n, struct stat *attr, int to_set,
+		struct fuse_file_info *fi, struct stat *out)
+{
+	int r;
+	if (!fs->has_upper)
+		return -EROFS;
+	bool trunc_zero = (to_set & FUSE_SET_ATTR_SIZE) && attr->st_size == 0 && !fi;
+	r = ovl_copy_up(fs, n, !trunc_zero);
+	if (r < 0)
+		return r;
+	autoclose int fd = -1;
+	if (fi && n->type == S_IFREG) {
+		fd = fcntl((int)fi->fh, F_DUPFD_CLOEXEC, 3);
+	} else {
+		fd = ovl_node_layer_fd(fs, n, fs->upper);
+	}
+	if (fd < 0)
+		return fd;
+	char path[64];
+	ovl_fdpath(path, sizeof(path), fd, NULL);
+	struct stat cur;
+	if (fstatat(fd, "", &cur, AT_EMPTY_PATH) < 0)
+		return -errno;
+	if (to_set & FUSE_SET_ATTR_MODE) {
+		if (S_ISLNK(cur.st_mode))
+			return -EOPNOTSUPP;
+		if (chmod(path, attr->st_mode & 07777) < 0)
+			return -errno;
+	}
+	if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+		uid_t u = (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : (uid_t)-1;
+		gid_t g = (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : (gid_t)-1;
+		if (fchownat(fd, "", u, g, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
+			return -errno;
+	}
+	if (to_set & FUSE_SET_ATTR_SIZE) {
+		if (!S_ISREG(cur.st_mode))
+			return S_ISDIR(cur.st_mode) ? -EISDIR : -EINVAL;
+		int wfd = (fi && n->type == S_IFREG) ? fcntl((int)fi->fh, F_DUPFD_CLOEXEC, 3)
+					 : ovl_open_node(fs, n, O_WRONLY);
+		if (wfd < 0)
+			return wfd == -1 ? -errno : wfd;
+		r = ftruncate(wfd, attr->st_size) < 0 ? -errno : 0;
+		close(wfd);
+		if (r < 0)
+			return r;
+	}
+	if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_CTIME)) {
+		struct timespec ts[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_nsec = UTIME_OMIT}};
+		if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+			ts[0].tv_nsec = UTIME_NOW;
+		else if (to_set & FUSE_SET_ATTR_ATIME)
+			ts[0] = attr->st_atim;
+		if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+			ts[1].tv_nsec = UTIME_NOW;
+		else if (to_set & FUSE_SET_ATTR_MTIME)
+			ts[1] = attr->st_mtim;
+		if (ts[0].tv_nsec != UTIME_OMIT || ts[1].tv_nsec != UTIME_OMIT) {
+			if (S_ISLNK(cur.st_mode)) {
+				char *name;
+				int pfd = ovl_node_parent_fd(fs, n, fs->upper, &name);
+				if (pfd < 0)
+					return pfd;
+				r = utimensat(pfd, name, ts, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+				free(name);
+				close(pfd);
+			} else {
+				r = utimensat(AT_FDCWD, path, ts, 0) < 0 ? -errno : 0;
+			}
+			if (r < 0)
+				return r;
+		}
+	}
+	if (fstatat(fd, "", out, AT_EMPTY_PATH) < 0)
+		return -errno;
+	ovl_fixup_stat(fs, n, out);
+	return 0;
+}
+
+/* The fd cache: a bounded table of O_PATH directory fds keyed by (node id, layer), so that
+ * reaching a node costs one openat from its parent instead of a walk from the root.
+ * Eviction is FIFO over a ring of slots. */
+struct cache_slot {
+	fuse_ino_t id;
+	int layer;
+	int fd; /* -1: free */
+	int next; /* bucket chain */
+};
+
+struct ovl_fdcache {
+	pthread_mutex_t lock;
+	struct cache_slot *slots;
+	int *buckets;
+	int nslots, nbuckets, hand;
+};
+
+static unsigned cache_hash(const struct ovl_fdcache *c, fuse_ino_t id, int l)
+{
+	uint64_t h = (id * 0x9E3779B97F4A7C15ull) ^ ((uint64_t)l * 0xC2B2AE3D27D4EB4Full);
+	return (unsigned)(h >> 32) & (c->nbuckets - 1);
+}
+
+int ovl_fdcache_init(struct ovl_fs *fs, int max)
+{
+	struct ovl_fdcache *c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->nslots = max;
+	c->nbuckets = 1;
+	while (c->nbuckets < max)
+		c->nbuckets <<= 1;
+	c->slots = calloc(max, sizeof(*c->slots));
+	c->buckets = malloc(sizeof(int) * c->nbuckets);
+	if (!c->slots || !c->buckets) {
+		free(c->slots);
+		free(c->buckets);
+		free(c);
+		return -ENOMEM;
+	}
+	for (int i = 0; i < max; i++)
+		c->slots[i].fd = -1;
+	for (int i = 0; i < c->nbuckets; i++)
+		c->buckets[i] = -1;
+	pthread_mutex_init(&c->lock, NULL);
+	fs->cache = c;
+	return 0;
+}
+
+void ovl_fdcache_destroy(struct ovl_fs *fs)
+{
+	struct ovl_fdcache *c = fs->cache;
+	if (!c)
+		return;
+	for (int i = 0; i < c->nslots; i++)
+		if (c->slots[i].fd >= 0)
+			close(c->slots[i].fd);
+	free(c->slots);
+	free(c->buckets);
+	free(c);
+	fs->cache = NULL;
+}
+
+static void cache_unlink(struct ovl_fdcache *c, int s)
+{
+	struct cache_slot *sl = &c->slots[s];
+	int *pp = &c->buckets[cache_hash(c, sl->id, sl->layer)];
+	while (*pp >= 0 && *pp != s)
+		pp = &c->slots[*pp].next;
+	if (*pp == s)
+		*pp = sl->next;
+	close(sl->fd);
+	sl->fd = -1;
+}
+
+int ovl_fdcache_get(struct ovl_fs *fs, fuse_ino_t id, int l)
+{
+	struct ovl_fdcache *c = fs->cache;
+	int fd = -1;
+	pthread_mutex_lock(&c->lock);
+	for (int s = c->buckets[cache_hash(c, id, l)]; s >= 0; s = c->slots[s].next) {
+		if (c->slots[s].id == id && c->slots[s].layer == l) {
+			fd = fcntl(c->slots[s].fd, F_DUPFD_CLOEXEC, 3);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+	return fd;
+}
+
+void ovl_fdcache_put(struct ovl_fs *fs, fuse_ino_t id, int l, int fd)
+{
+	struct ovl_fdcache *c = fs->cache;
+	pthread_mutex_lock(&c->lock);
+	unsigned h = cache_hash(c, id, l);
+	for (int s = c->buckets[h]; s >= 0; s = c->slots[s].next) {
+		if (c->slots[s].id == id && c->slots[s].layer == l) {
+			pthread_mutex_unlock(&c->lock);
+			close(fd);
+			return;
+		}
+	}
+	int s = c->hand;
+	c->hand = (c->hand + 1) % c->nslots;
+	if (c->slots[s].fd >= 0)
+		cache_unlink(c, s);
+	c->slots[s] = (struct cache_slot){.id = id, .layer = l, .fd = fd, .next = c->buckets[h]};
+	c->buckets[h] = s;
+	pthread_mutex_unlock(&c->lock);
+}
+
+void ovl_fdcache_drop(struct ovl_fs *fs, fuse_ino_t id)
+{
+	struct ovl_fdcache *c = fs->cache;
+	if (!c)
+		return;
+	pthread_mutex_lock(&c->lock);
+	for (int l = 0; l < fs->nlayers; l++) {
+		unsigned h = cache_hash(c, id, l);
+		for (int s = c->buckets[h]; s >= 0; s = c->slots[s].next) {
+			if (c->slots[s].id == id && c->slots[s].layer == l) {
+				cache_unlink(c, s);
+				break;
+			}
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+}

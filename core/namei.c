@@ -1,0 +1,188 @@
+/* namei.c - lookup across layers: whiteouts, opaque dirs, the lower stack of a node,
+ * and the hard-link index for lower files with several names. */
+#include "ovl.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/xattr.h>
+
+int ovl_check_name(const char *name)
+{
+	size_t len = strlen(name);
+	if (len > NAME_MAX)
+		return -ENAMETOOLONG;
+	if (ovl_is_wh_name(name))
+		return -ENOENT;
+	return 0;
+}
+
+void ovl_lookup_res_free(struct ovl_lookup_res *res)
+{
+	free(res->stack);
+	res->stack = NULL;
+}
+
+/* Reads the origin inode number we stored on a copied-up object. */
+static bool read_origin(struct ovl_fs *fs, int dirfd, const char *name, uint64_t *ino, bool *idx)
+{
+	if (!fs->feat.private_prefix)
+		return false;
+	char path[PATH_MAX], xname[64], val[64];
+	ovl_fdpath(path, sizeof(path), dirfd, name);
+	snprintf(xname, sizeof(xname), "%sstrata.origin", fs->feat.private_prefix);
+	ssize_t r = lgetxattr(path, xname, val, sizeof(val) - 1);
+	if (r <= 0)
+		return false;
+	val[r] = '\0';
+	char flag = 0;
+	unsigned long long v;
+	if (sscanf(val, "%llu%c", &v, &flag) < 1)
+		return false;
+	*ino = v;
+	*idx = flag == 'i';
+	return true;
+}
+
+int ovl_lookup_name(struct ovl_fs *fs, struct ovl_node *dir, const struct ovl_place *pl,
+		    const char *name, struct ovl_lookup_res *res)
+{
+	memset(res, 0, sizeof(*res));
+	res->top = -1;
+	const uint16_t *stack = ovl_place_stack(pl);
+	for (int i = 0; i < pl->nstack; i++) {
+		int l = stack[i];
+		autoclose int dfd = ovl_node_layer_fd(fs, dir, l);
+		if (dfd < 0) {
+			if (dfd == -ENOENT || dfd == -ENOTDIR)
+				continue;
+			goto fail_errno_dfd;
+		}
+		struct stat st;
+		if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			int e = errno;
+			if (e != ENOENT && e != ENOTDIR) {
+				ovl_lookup_res_free(res);
+				return -e;
+			}
+			if (ovl_has_wh_file(dfd, name))
+				break;
+			continue;
+		}
+		if (ovl_is_whiteout_stat(&st))
+			break;
+		if (res->top < 0) {
+			res->top = l;
+			res->st = st;
+			res->ino = st.st_ino;
+			if (fs->layers[l].upper && S_ISREG(st.st_mode) | S_ISDIR(st.st_mode) |
+							  S_ISLNK(st.st_mode))
+				read_origin(fs, dfd, name, &res->ino, &res->indexed);
+			if (!S_ISDIR(st.st_mode))
+				break;
+		} else if (!S_ISDIR(st.st_mode)) {
+			break;
+		}
+		uint16_t *ns = realloc(res->stack, sizeof(uint16_t) * (res->nstack + 1));
+		if (!ns) {
+			ovl_lookup_res_free(res);
+			return -ENOMEM;
+		}
+		res->stack = ns;
+		res->stack[res->nstack++] = l;
+		if (i + 1 < pl->nstack && ovl_is_opaque(dfd, name) == 1)
+			break;
+		continue;
+fail_errno_dfd:
+		ovl_lookup_res_free(res);
+		return dfd;
+	}
+	if (res->top < 0) {
+		ovl_lookup_res_free(res);
+		return -ENOENT;
+	}
+	return 0;
+}
+
+void ovl_fill_entry(struct ovl_fs *fs, struct ovl_node *n, const struct stat *st,
+		    struct fuse_entry_param *e)
+{
+	memset(e, 0, sizeof(*e));
+	e->ino = ovl_node_id(n);
+	e->generation = 0;
+	e->attr = *st;
+	ovl_fixup_stat(fs, n, &e->attr);
+	e->attr_timeout = fs->timeout;
+	e->entry_timeout = fs->timeout;
+	/* several names, several nodes: do not let the kernel keep stale counts and sizes */
+	if (S_ISREG(st->st_mode) && st->st_nlink > 1)
+		e->attr_timeout = 0;
+}
+
+int ovl_lookup(struct ovl_fs *fs, fuse_ino_t parent, const char *name, struct fuse_entry_param *e)
+{
+	struct ovl_node *dir = ovl_node_get(fs, parent);
+	if (!dir)
+		return -ESTALE;
+	int r = ovl_check_name(name);
+	if (r == -ENOENT) {
+		/* a negative entry the kernel may cache */
+		memset(e, 0, sizeof(*e));
+		e->entry_timeout = fs->timeout;
+		return 0;
+	}
+	if (r < 0)
+		return r;
+	struct ovl_place pl;
+	r = ovl_node_place(fs, dir, &pl);
+	if (r < 0)
+		return r;
+	struct ovl_lookup_res res;
+	r = ovl_lookup_name(fs, dir, &pl, name, &res);
+	ovl_place_free(&pl);
+	if (r == -ENOENT) {
+		memset(e, 0, sizeof(*e));
+		e->entry_timeout = fs->timeout;
+		return 0;
+	}
+	if (r < 0)
+		return r;
+	struct ovl_node *n = ovl_node_lookup_ref(fs, dir, name, &res);
+	ovl_lookup_res_free(&res);
+	if (!n)
+		return -ENOMEM;
+	ovl_fill_entry(fs, n, &res.st, e);
+	return 0;
+}
+
+int ovl_lower_has(struct ovl_fs *fs, struct ovl_node *dir, const char *name)
+{
+	struct ovl_place pl;
+	int r = ovl_node_place(fs, dir, &pl);
+	if (r < 0)
+		return r;
+	/* only the layers below the upper count */
+	const uint16_t *stack = ovl_place_stack(&pl);
+	struct ovl_place lower = {.top = -1, .nstack = 0};
+	uint16_t *ls = malloc(sizeof(uint16_t) * (pl.nstack + 1));
+	if (!ls) {
+		ovl_place_free(&pl);
+		return -ENOMEM;
+	}
+	for (int i = 0; i < pl.nstack; i++)
+		if (!fs->layers[stack[i]].upper)
+			ls[lower.nstack++] = stack[i];
+	/* an upper dir that is opaque hides the lowers */
+	if (pl.nstack && fs->has_upper && stack[0] == fs->upper && pl.nstack == 1)
+		lower.nstack = 0;
+	lower.bigstack = ls;
+	ovl_place_free(&pl);
+	struct ovl_lookup_res res;
+	r = lower.nstack ? ovl_lookup_name(fs, dir, &lower, name, &res) : -ENOENT;
+	free(ls);
+	if (r == 0) {
+		ovl_lookup_res_free(&res);
+		return 1;
+	}
+	return r == -ENOENT ? 0 : r;
+}

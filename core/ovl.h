@@ -1,0 +1,329 @@
+/* ovl.h - the one internal header of stratafs, organised by the file that owns each part. */
+#ifndef STRATA_OVL_H
+#define STRATA_OVL_H
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#define STRATA_VERSION "0.1.0"
+#define OVL_MAX_LAYERS 500
+
+/* cleanup helpers: ownership hand-off with steal_fd()/steal_ptr() */
+static inline void ovl_closep(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+}
+static inline void ovl_freep(void *p)
+{
+	free(*(void **)p);
+}
+static inline void ovl_closedirp(DIR **d)
+{
+	if (*d)
+		closedir(*d);
+}
+#define autoclose __attribute__((cleanup(ovl_closep)))
+#define autofree __attribute__((cleanup(ovl_freep)))
+#define autoclosedir __attribute__((cleanup(ovl_closedirp)))
+static inline int steal_fd(int *fd)
+{
+	int r = *fd;
+	*fd = -1;
+	return r;
+}
+static inline void *steal_ptr(void *pp)
+{
+	void **p = pp;
+	void *r = *p;
+	*p = NULL;
+	return r;
+}
+
+struct ovl_fs;
+
+/* ---- params.c ---- */
+struct ovl_idmap {
+	uint32_t inside, outside, len;
+};
+
+struct ovl_params {
+	char **lowerdirs; /* topmost first */
+	int nlower;
+	char *upperdir;
+	char *workdir;
+	char *mountpoint;
+	char *context;
+	bool volatile_; /* volatile or fsync=0: skip fsync */
+	double timeout;
+	bool timeout_set;
+	bool threaded;
+	bool noacl;
+	bool writeback;
+	bool noxattrs;
+	bool ino32;
+	bool static_nlink;
+	bool foreground;
+	bool debug;
+	bool readonly;
+	/* accepted now, implemented by the idmap issue */
+	struct ovl_idmap *uidmap, *gidmap;
+	int nuidmap, ngidmap;
+	bool squash_to_root;
+	long squash_uid, squash_gid;
+	int xattr_permissions;
+	/* mount flags passed to the kernel */
+	char *vfs_opts; /* "nodev,nosuid,..." */
+};
+
+/* Parse a comma-separated option string into p (may be called repeatedly).
+ * Returns 0, or -1 with a one-line message in err. Unknown options warn on stderr. */
+int ovl_parse_opts(struct ovl_params *p, const char *opts, char *err, size_t errlen);
+/* Split a lowerdir value ("A:B\:C") honouring \: and \\ escapes. Returns count or -1. */
+int ovl_split_lowerdir(const char *val, char ***out);
+/* Checks the combination of options. Returns 0 or -1 with err. */
+int ovl_params_validate(struct ovl_params *p, char *err, size_t errlen);
+void ovl_params_free(struct ovl_params *p);
+
+/* ---- layer.c ---- */
+struct ovl_layer {
+	int fd; /* O_PATH|O_DIRECTORY root of the layer */
+	dev_t dev;
+	bool upper;
+	char *path;
+};
+
+struct ovl_features {
+	bool wh_mknod;		   /* char 0/0 whiteouts can be created in upper */
+	bool rename_whiteout;	   /* renameat2(RENAME_WHITEOUT) works */
+	const char *opaque_xattr;  /* xattr used to mark opaque dirs, or NULL for .wh..wh..opq */
+	const char *private_prefix; /* prefix for our own xattrs in upper */
+	bool reflink;
+	bool openat2;
+};
+
+int ovl_layers_open(struct ovl_fs *fs, char *err, size_t errlen);
+void ovl_layers_close(struct ovl_fs *fs);
+
+/* ---- inode.c ---- */
+struct ovl_node {
+	uint32_t gen;
+	uint32_t idx;
+	uint32_t parent; /* arena index of the parent, 0 for root/none */
+	char *name;
+	uint64_t nlookup;
+	uint32_t children; /* hashed children holding a reference */
+	uint32_t hnext;	   /* name-hash chain */
+	bool inuse, hashed, unlinked;
+	mode_t type;  /* S_IFMT bits */
+	uint64_t ino; /* reported st_ino, stable for the node's life */
+	/* where the node lives, guarded by lock */
+	pthread_mutex_t lock;
+	uint32_t epoch; /* fs->epoch when top/stack were resolved */
+	int top;	/* layer index of the visible object */
+	uint16_t *stack; /* directories: layers holding this dir, top first */
+	int nstack;
+	bool indexed; /* regular file sharing an inode with the hard-link index */
+};
+
+/* ---- the filesystem ---- */
+struct ovl_fdcache;
+
+struct ovl_fs {
+	struct ovl_params p;
+	struct ovl_layer *layers; /* layers[0] is the upper if has_upper */
+	int nlayers;
+	bool has_upper;
+	int upper; /* index of the upper layer or -1 */
+	int workfd;	 /* W/work */
+	int indexfd;	 /* W/strata-index, or -1 */
+	struct ovl_features feat;
+	double timeout;
+	atomic_uint epoch;
+	atomic_ulong tmpseq;
+
+	pthread_mutex_t tlock; /* node table: arena, names, lookup counts */
+	struct ovl_node **chunks;
+	uint32_t nchunks, nalloc;
+	uint32_t freelist; /* singly linked through hnext */
+	uint32_t *buckets;
+	uint32_t nbuckets, nhashed;
+
+	struct ovl_fdcache *cache;
+	struct fuse_session *se;
+};
+
+/* Lock order: node->lock -> fs->tlock -> cache lock. A thread holds at most one node lock,
+ * except ovl_node_refresh, which may take a parent's lock while holding its child's
+ * (child -> parent, never the reverse). */
+
+#define OVL_ROOT_IDX 1
+
+/* Node table. All return 0 or -errno unless stated. */
+int ovl_nodes_init(struct ovl_fs *fs);
+void ovl_nodes_destroy(struct ovl_fs *fs);
+/* Validates a fuse_ino_t; returns the node or NULL. */
+struct ovl_node *ovl_node_get(struct ovl_fs *fs, fuse_ino_t id);
+static inline fuse_ino_t ovl_node_id(const struct ovl_node *n)
+{
+	return ((uint64_t)n->gen << 32) | n->idx;
+}
+/* Finds or creates the child (parent, name); takes one lookup reference.
+ * On creation, *fresh is set and res fields are installed. */
+struct ovl_lookup_res;
+struct ovl_node *ovl_node_lookup_ref(struct ovl_fs *fs, struct ovl_node *parent, const char *name,
+				     const struct ovl_lookup_res *res);
+void ovl_node_ref(struct ovl_fs *fs, struct ovl_node *n);
+void ovl_node_forget(struct ovl_fs *fs, struct ovl_node *n, uint64_t nlookup);
+/* Removes the node from the name table (after unlink/rmdir). */
+void ovl_node_unhash(struct ovl_fs *fs, struct ovl_node *n);
+/* Moves a hashed node to a new parent/name; an existing node there is unhashed. */
+int ovl_node_move(struct ovl_fs *fs, struct ovl_node *n, struct ovl_node *newparent,
+		  const char *newname);
+/* Swaps the places of two hashed nodes (RENAME_EXCHANGE). */
+void ovl_node_exchange(struct ovl_fs *fs, struct ovl_node *a, struct ovl_node *b);
+/* Returns a new O_PATH fd of n in layer l (caller closes) or -errno. */
+int ovl_node_layer_fd(struct ovl_fs *fs, struct ovl_node *n, int l);
+/* The parent of a hashed node (kept alive by n's reference), or NULL once unlinked. */
+struct ovl_node *ovl_node_parent(struct ovl_fs *fs, struct ovl_node *n);
+/* Returns a new O_PATH fd of n's parent dir in layer l, and n's name copy. */
+int ovl_node_parent_fd(struct ovl_fs *fs, struct ovl_node *n, int l, char **name);
+/* Ensures top/stack are current (re-resolving after directory renames). Caller holds n->lock. */
+int ovl_node_refresh(struct ovl_fs *fs, struct ovl_node *n);
+/* Snapshot of a node's placement, taken under its lock. */
+struct ovl_place {
+	int top;
+	int nstack;
+	uint16_t stack[64];
+	uint16_t *bigstack; /* when nstack > 64 */
+};
+int ovl_node_place(struct ovl_fs *fs, struct ovl_node *n, struct ovl_place *pl);
+void ovl_place_free(struct ovl_place *pl);
+static inline const uint16_t *ovl_place_stack(const struct ovl_place *pl)
+{
+	return pl->bigstack ? pl->bigstack : pl->stack;
+}
+int ovl_getattr_node(struct ovl_fs *fs, struct ovl_node *n, struct stat *st);
+int ovl_setattr(struct ovl_fs *fs, struct ovl_node *n, struct stat *attr, int to_set,
+		struct fuse_file_info *fi, struct stat *out);
+/* Fixes up a stat from layer l for presentation (ino, nlink, dev). */
+void ovl_fixup_stat(struct ovl_fs *fs, struct ovl_node *n, struct stat *st);
+
+/* fd cache */
+int ovl_fdcache_init(struct ovl_fs *fs, int max);
+void ovl_fdcache_destroy(struct ovl_fs *fs);
+int ovl_fdcache_get(struct ovl_fs *fs, fuse_ino_t id, int l); /* dup'd fd or -1 */
+void ovl_fdcache_put(struct ovl_fs *fs, fuse_ino_t id, int l, int fd);
+void ovl_fdcache_drop(struct ovl_fs *fs, fuse_ino_t id);
+
+/* ---- namei.c ---- */
+struct ovl_lookup_res {
+	int top;
+	struct stat st;
+	uint16_t *stack; /* malloc'd, dirs only */
+	int nstack;
+	uint64_t ino;
+	bool indexed;
+};
+/* Looks name up in dir (whose placement is pl). 0, -ENOENT, or -errno. */
+int ovl_lookup_name(struct ovl_fs *fs, struct ovl_node *dir, const struct ovl_place *pl,
+		    const char *name, struct ovl_lookup_res *res);
+void ovl_lookup_res_free(struct ovl_lookup_res *res);
+int ovl_lookup(struct ovl_fs *fs, fuse_ino_t parent, const char *name, struct fuse_entry_param *e);
+/* Fills a fuse entry for node n (taking a lookup reference already held). */
+void ovl_fill_entry(struct ovl_fs *fs, struct ovl_node *n, const struct stat *st,
+		    struct fuse_entry_param *e);
+/* True if any lower layer under dir's upper has name (not whited out). */
+int ovl_lower_has(struct ovl_fs *fs, struct ovl_node *dir, const char *name);
+int ovl_check_name(const char *name);
+
+/* ---- readdir.c ---- */
+struct ovl_dirent {
+	char *name;
+	uint64_t ino;
+	unsigned char type;
+};
+struct ovl_dirh {
+	struct ovl_dirent *ents;
+	size_t n, cap;
+	bool loaded;
+	pthread_mutex_t lock;
+};
+/* Builds the merged listing of dir (without "." and ".."). */
+int ovl_dir_load(struct ovl_fs *fs, struct ovl_node *dir, struct ovl_dirh *h, bool dots);
+void ovl_dirh_free(struct ovl_dirh *h);
+/* 0 if the merged dir is empty, -ENOTEMPTY, or -errno. */
+int ovl_dir_empty(struct ovl_fs *fs, struct ovl_node *dir);
+/* Fills buf with entries from off; returns the bytes used or -errno. */
+ssize_t ovl_readdir_fill(struct ovl_fs *fs, fuse_req_t req, fuse_ino_t ino, char *buf, size_t size,
+			 off_t off, struct fuse_file_info *fi, bool plus);
+
+/* ---- whiteout.c ---- */
+bool ovl_is_whiteout_stat(const struct stat *st);
+bool ovl_is_wh_name(const char *name); /* ".wh." prefix */
+bool ovl_is_private_xattr(const char *name);
+/* Is the dir `name` in dirfd opaque (any form)? 1, 0 or -errno. */
+int ovl_is_opaque(int dirfd, const char *name);
+/* Does dirfd hold a ".wh.NAME" whiteout for name? */
+bool ovl_has_wh_file(int dirfd, const char *name);
+/* Creates a whiteout for name in the upper dir udirfd (atomically replacing what is there). */
+int ovl_create_whiteout(struct ovl_fs *fs, int udirfd, const char *name);
+int ovl_set_opaque(struct ovl_fs *fs, int dirfd, const char *name);
+int ovl_probe_upper(struct ovl_fs *fs);
+int ovl_remove_wh_file(int udirfd, const char *name);
+/* /proc/self/fd/N/NAME for the l*xattr calls */
+void ovl_fdpath(char *buf, size_t len, int dirfd, const char *name);
+
+/* ---- copy_up.c ---- */
+/* Ensures node n (and its parents) exist in the upper layer. 0 or -errno.
+ * data=false creates the copy without content (for O_TRUNC). */
+int ovl_copy_up(struct ovl_fs *fs, struct ovl_node *n, bool data);
+/* Copies every entry under the directory n into the upper (for directory renames). */
+int ovl_copy_up_tree(struct ovl_fs *fs, struct ovl_node *n);
+int ovl_tmpname(struct ovl_fs *fs, char *buf, size_t len);
+int ovl_rm_rf_at(int dirfd, const char *name);
+int ovl_copy_xattrs_at(struct ovl_fs *fs, int sdir, const char *sname, int ddir, const char *dname);
+
+/* ---- dir.c ---- */
+int ovl_mknod(struct ovl_fs *fs, fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+	      dev_t rdev, const char *link, struct fuse_entry_param *e);
+int ovl_create(struct ovl_fs *fs, fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+	       struct fuse_file_info *fi, struct fuse_entry_param *e);
+int ovl_unlink(struct ovl_fs *fs, fuse_ino_t parent, const char *name, bool dir);
+int ovl_rename(struct ovl_fs *fs, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+	       const char *newname, unsigned int flags);
+int ovl_link(struct ovl_fs *fs, fuse_ino_t ino, fuse_ino_t newparent, const char *newname,
+	     struct fuse_entry_param *e);
+
+/* ---- file.c ---- */
+int ovl_open(struct ovl_fs *fs, fuse_ino_t ino, struct fuse_file_info *fi);
+int ovl_readlink(struct ovl_fs *fs, fuse_ino_t ino, char *buf, size_t len);
+int ovl_statfs(struct ovl_fs *fs, struct statvfs *st);
+/* Opens node n in its top layer for I/O with flags (never FIFOs/devices). */
+int ovl_open_node(struct ovl_fs *fs, struct ovl_node *n, int flags);
+
+/* ---- xattr.c ---- */
+ssize_t ovl_getxattr(struct ovl_fs *fs, fuse_ino_t ino, const char *name, char *buf, size_t size);
+ssize_t ovl_listxattr(struct ovl_fs *fs, fuse_ino_t ino, char *buf, size_t size);
+int ovl_setxattr(struct ovl_fs *fs, fuse_ino_t ino, const char *name, const char *value,
+		 size_t size, int flags);
+int ovl_removexattr(struct ovl_fs *fs, fuse_ino_t ino, const char *name);
+
+/* ---- ops.c ---- */
+extern const struct fuse_lowlevel_ops ovl_ops;
+
+/* logging (rate-limited) */
+void ovl_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

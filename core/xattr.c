@@ -1,0 +1,132 @@
+/* xattr.c - extended attributes through the mount: private overlay names are filtered
+ * (whiteout.c knows which), changes copy the node up first. */
+#include "ovl.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/xattr.h>
+
+/* Fills path with a /proc path naming n in its top layer without following it.
+ * Returns an fd that must stay open while path is used, or -errno. */
+static int node_xpath(struct ovl_fs *fs, struct ovl_node *n, char *path, size_t len)
+{
+	struct ovl_place pl;
+	int r = ovl_node_place(fs, n, &pl);
+	if (r < 0)
+		return r;
+	ovl_place_free(&pl);
+	if (n->idx == OVL_ROOT_IDX) {
+		int fd = ovl_node_layer_fd(fs, n, pl.top);
+		if (fd >= 0)
+			ovl_fdpath(path, len, fd, NULL);
+		return fd;
+	}
+	char *name;
+	int pfd = ovl_node_parent_fd(fs, n, pl.top, &name);
+	if (pfd < 0)
+		return pfd;
+	ovl_fdpath(path, len, pfd, name);
+	free(name);
+	return pfd;
+}
+
+ssize_t ovl_getxattr(struct ovl_fs *fs, fuse_ino_t ino, const char *name, char *buf, size_t size)
+{
+	if (fs->p.noxattrs)
+		return -EOPNOTSUPP;
+	if (ovl_is_private_xattr(name))
+		return -EOPNOTSUPP;
+	struct ovl_node *n = ovl_node_get(fs, ino);
+	if (!n)
+		return -ESTALE;
+	char path[PATH_MAX];
+	autoclose int fd = node_xpath(fs, n, path, sizeof(path));
+	if (fd < 0)
+		return fd;
+	ssize_t r = lgetxattr(path, name, buf, size);
+	return r < 0 ? -errno : r;
+}
+
+ssize_t ovl_listxattr(struct ovl_fs *fs, fuse_ino_t ino, char *buf, size_t size)
+{
+	if (fs->p.noxattrs)
+		return 0;
+	struct ovl_node *n = ovl_node_get(fs, ino);
+	if (!n)
+		return -ESTALE;
+	char path[PATH_MAX];
+	autoclose int fd = node_xpath(fs, n, path, sizeof(path));
+	if (fd < 0)
+		return fd;
+	ssize_t len = llistxattr(path, NULL, 0);
+	if (len < 0)
+		return -errno;
+	autofree char *all = malloc(len + 1);
+	if (!all)
+		return -ENOMEM;
+	len = llistxattr(path, all, len);
+	if (len < 0)
+		return -errno;
+	size_t out = 0;
+	for (ssize_t off = 0; off < len; off += strlen(all + off) + 1) {
+		const char *x = all + off;
+		if (ovl_is_private_xattr(x))
+			continue;
+		size_t l = strlen(x) + 1;
+		if (size) {
+			if (out + l > size)
+				return -ERANGE;
+			memcpy(buf + out, x, l);
+		}
+		out += l;
+	}
+	return (ssize_t)out;
+}
+
+int ovl_setxattr(struct ovl_fs *fs, fuse_ino_t ino, const char *name, const char *value,
+		 size_t size, int flags)
+{
+	if (fs->p.noxattrs)
+		return -EOPNOTSUPP;
+	if (ovl_is_private_xattr(name))
+		return -EOPNOTSUPP;
+	struct ovl_node *n = ovl_node_get(fs, ino);
+	if (!n)
+		return -ESTALE;
+	int r = ovl_copy_up(fs, n, true);
+	if (r < 0)
+		return r;
+	char path[PATH_MAX];
+	autoclose int fd = node_xpath(fs, n, path, sizeof(path));
+	if (fd < 0)
+		return fd;
+	return lsetxattr(path, name, value, size, flags) < 0 ? -errno : 0;
+}
+
+int ovl_removexattr(struct ovl_fs *fs, fuse_ino_t ino, const char *name)
+{
+	if (fs->p.noxattrs)
+		return -EOPNOTSUPP;
+	if (ovl_is_private_xattr(name))
+		return -EOPNOTSUPP;
+	struct ovl_node *n = ovl_node_get(fs, ino);
+	if (!n)
+		return -ESTALE;
+	char path[PATH_MAX];
+	{
+		/* nothing to remove: do not copy up for it */
+		autoclose int fd = node_xpath(fs, n, path, sizeof(path));
+		if (fd < 0)
+			return fd;
+		if (lgetxattr(path, name, NULL, 0) < 0)
+			return -errno;
+	}
+	int r = ovl_copy_up(fs, n, true);
+	if (r < 0)
+		return r;
+	autoclose int fd = node_xpath(fs, n, path, sizeof(path));
+	if (fd < 0)
+		return fd;
+	return lremovexattr(path, name) < 0 ? -errno : 0;
+}
