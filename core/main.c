@@ -147,8 +147,11 @@ static char *fuse_mount_opts(struct ovl_fs *fs)
 {
 	char *o = NULL;
 	const char *fsname = "stratafs";
-	if (asprintf(&o, "fsname=%s,subtype=stratafs,default_permissions,allow_other%s%s%s", fsname,
-		     fs->has_upper ? "" : ",ro", fs->p.vfs_opts ? "," : "",
+	/* libfuse mounts nosuid by default; like fuse-overlayfs (and the kernel's overlayfs
+	 * under podman) a root mount keeps setuid binaries working unless told otherwise */
+	if (asprintf(&o, "fsname=%s,subtype=stratafs,default_permissions,allow_other%s%s%s%s",
+		     fsname, geteuid() == 0 ? ",suid" : "", fs->has_upper ? "" : ",ro",
+		     fs->p.vfs_opts ? "," : "",
 		     fs->p.vfs_opts ? fs->p.vfs_opts : "") < 0)
 		return NULL;
 	return o;
