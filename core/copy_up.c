@@ -123,7 +123,7 @@ static int copy_data(int in, int out, off_t size)
 	return 0;
 }
 
-static void index_name(char *buf, size_t len, const struct stat *st)
+void ovl_index_name(char *buf, size_t len, const struct stat *st)
 {
 	snprintf(buf, len, "%llx-%llx", (unsigned long long)st->st_dev,
 		 (unsigned long long)st->st_ino);
@@ -150,7 +150,7 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *n, bool data)
 	char idx[64] = "";
 	bool use_index = S_ISREG(st.st_mode) && st.st_nlink > 1 && fs->indexfd >= 0;
 	if (use_index) {
-		index_name(idx, sizeof(idx), &st);
+		ovl_index_name(idx, sizeof(idx), &st);
 		if (linkat(fs->indexfd, idx, upfd, name, 0) == 0) {
 			n->indexed = true;
 			goto placed;

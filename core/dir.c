@@ -212,6 +212,9 @@ int ovl_create(struct ovl_fs *fs, fuse_req_t req, fuse_ino_t parent, const char 
 	r = make_entry(fs, dir, udir, name, e);
 	if (r < 0)
 		return r;
+	struct ovl_node *n = ovl_node_get(fs, e->ino);
+	if (n)
+		atomic_fetch_add(&n->nopen, 1);
 	fi->fh = (uint64_t)steal_fd(&fd);
 	return 0;
 fail:
@@ -269,6 +272,7 @@ int ovl_unlink(struct ovl_fs *fs, fuse_ino_t parent, const char *name, bool isdi
 		r = lower;
 		goto out;
 	}
+	ovl_node_pin(fs, n);
 	pthread_mutex_lock(&n->lock);
 	bool in_upper = n->top == fs->upper;
 	pthread_mutex_unlock(&n->lock);
@@ -404,6 +408,8 @@ int ovl_rename(struct ovl_fs *fs, fuse_ino_t parent, const char *name, fuse_ino_
 			atomic_fetch_add(&fs->epoch, 1);
 		goto out;
 	}
+	if (dst)
+		ovl_node_pin(fs, dst);
 	int need_wh = ovl_lower_has(fs, dir, name);
 	if (need_wh < 0) {
 		r = need_wh;

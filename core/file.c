@@ -33,6 +33,11 @@ int ovl_open(struct ovl_fs *fs, fuse_ino_t ino, struct fuse_file_info *fi)
 	int flags = fi->flags & ~(O_CREAT | O_EXCL | O_NOCTTY);
 	int acc = flags & O_ACCMODE;
 	bool writing = acc == O_WRONLY || acc == O_RDWR || (flags & O_TRUNC);
+	if (!writing && n->lower_links) {
+		int r = ovl_index_sync(fs, n);
+		if (r < 0)
+			return r;
+	}
 	if (writing) {
 		if (!fs->has_upper)
 			return -EROFS;
@@ -53,6 +58,7 @@ int ovl_open(struct ovl_fs *fs, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (fstat(fd, &st) == 0 && st.st_nlink <= 1 && !n->indexed)
 		fi->keep_cache = 1; /* one name, one node: the page cache stays coherent */
 	fi->fh = (uint64_t)fd;
+	atomic_fetch_add(&n->nopen, 1);
 	return 0;
 }
 

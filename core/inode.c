@@ -66,7 +66,9 @@ static struct ovl_node *node_alloc(struct ovl_fs *fs)
 	n->hnext = 0;
 	n->nlookup = 0;
 	n->children = 0;
-	n->hashed = n->unlinked = n->indexed = false;
+	n->hashed = n->unlinked = n->indexed = n->lower_links = false;
+	atomic_store(&n->nopen, 0);
+	n->ufd = -1;
 	n->stack = NULL;
 	n->nstack = 0;
 	return n;
@@ -214,6 +216,9 @@ static void node_put_locked(struct ovl_fs *fs, struct ovl_node *n)
 		free(n->stack);
 		n->name = NULL;
 		n->stack = NULL;
+		if (n->ufd >= 0)
+			close(n->ufd);
+		n->ufd = -1;
 		n->inuse = false;
 		n->parent = 0;
 		n->hnext = fs->freelist;
@@ -264,6 +269,7 @@ struct ovl_node *ovl_node_lookup_ref(struct ovl_fs *fs, struct ovl_node *parent,
 	n->ino = res->ino;
 	n->top = res->top;
 	n->indexed = res->indexed;
+	n->lower_links = res->lower_links;
 	n->epoch = atomic_load(&fs->epoch);
 	if (res->nstack) {
 		n->stack = malloc(sizeof(uint16_t) * res->nstack);
@@ -282,6 +288,19 @@ void ovl_node_ref(struct ovl_fs *fs, struct ovl_node *n)
 	pthread_mutex_lock(&fs->tlock);
 	n->nlookup++;
 	pthread_mutex_unlock(&fs->tlock);
+}
+
+void ovl_node_pin(struct ovl_fs *fs, struct ovl_node *n)
+{
+	if (atomic_load(&n->nopen) == 0 || n->type == S_IFDIR)
+		return;
+	pthread_mutex_lock(&n->lock);
+	if (n->ufd < 0) {
+		int fd = ovl_node_layer_fd(fs, n, n->top);
+		if (fd >= 0)
+			n->ufd = fd;
+	}
+	pthread_mutex_unlock(&n->lock);
 }
 
 void ovl_node_forget(struct ovl_fs *fs, struct ovl_node *n, uint64_t nlookup)
@@ -553,6 +572,17 @@ void ovl_fixup_stat(struct ovl_fs *fs, struct ovl_node *n, struct stat *st)
 
 int ovl_getattr_node(struct ovl_fs *fs, struct ovl_node *n, struct stat *st)
 {
+	if (n->unlinked) {
+		pthread_mutex_lock(&n->lock);
+		int r = n->ufd >= 0 ? (fstatat(n->ufd, "", st, AT_EMPTY_PATH) < 0 ? -errno : 0)
+				    : -ENOENT;
+		pthread_mutex_unlock(&n->lock);
+		if (r == 0)
+			ovl_fixup_stat(fs, n, st);
+		return r;
+	}
+	if (n->lower_links)
+		ovl_index_sync(fs, n);
 	struct ovl_place pl;
 	int r = ovl_node_place(fs, n, &pl);
 	if (r < 0)

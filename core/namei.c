@@ -78,6 +78,8 @@ int ovl_lookup_name(struct ovl_fs *fs, struct ovl_node *dir, const struct ovl_pl
 			if (fs->layers[l].upper && S_ISREG(st.st_mode) | S_ISDIR(st.st_mode) |
 							  S_ISLNK(st.st_mode))
 				read_origin(fs, dfd, name, &res->ino, &res->indexed);
+			res->lower_links = !fs->layers[l].upper && S_ISREG(st.st_mode) &&
+					   st.st_nlink > 1 && fs->indexfd >= 0;
 			if (!S_ISDIR(st.st_mode))
 				break;
 		} else if (!S_ISDIR(st.st_mode)) {
@@ -102,6 +104,33 @@ fail_errno_dfd:
 		return -ENOENT;
 	}
 	return 0;
+}
+
+int ovl_index_sync(struct ovl_fs *fs, struct ovl_node *n)
+{
+	if (!n->lower_links || n->unlinked)
+		return 0;
+	pthread_mutex_lock(&n->lock);
+	int top = n->top;
+	pthread_mutex_unlock(&n->lock);
+	if (top == fs->upper) {
+		n->lower_links = false;
+		return 0;
+	}
+	autoclose int fd = ovl_node_layer_fd(fs, n, top);
+	if (fd < 0)
+		return fd;
+	struct stat st, ist;
+	if (fstatat(fd, "", &st, AT_EMPTY_PATH) < 0)
+		return -errno;
+	char idx[64];
+	ovl_index_name(idx, sizeof(idx), &st);
+	if (fstatat(fs->indexfd, idx, &ist, AT_SYMLINK_NOFOLLOW) < 0)
+		return 0; /* no name of it was copied up yet */
+	int r = ovl_copy_up(fs, n, true);
+	if (r == 0)
+		n->lower_links = false;
+	return r;
 }
 
 void ovl_fill_entry(struct ovl_fs *fs, struct ovl_node *n, const struct stat *st,
@@ -151,6 +180,8 @@ int ovl_lookup(struct ovl_fs *fs, fuse_ino_t parent, const char *name, struct fu
 	ovl_lookup_res_free(&res);
 	if (!n)
 		return -ENOMEM;
+	if (n->lower_links && ovl_index_sync(fs, n) == 0 && !n->lower_links)
+		ovl_getattr_node(fs, n, &res.st); /* now the linked copy */
 	ovl_fill_entry(fs, n, &res.st, e);
 	return 0;
 }

@@ -177,10 +177,15 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	int r = ovl_open(FS(req), ino, fi);
-	if (r < 0)
+	if (r < 0) {
 		fuse_reply_err(req, -r);
-	else if (fuse_reply_open(req, fi) == -ENOENT)
-		close((int)fi->fh); /* the opener was interrupted */
+	} else if (fuse_reply_open(req, fi) == -ENOENT) {
+		/* the opener was interrupted: no release will come */
+		struct ovl_node *n = ovl_node_get(FS(req), ino);
+		if (n)
+			atomic_fetch_sub(&n->nopen, 1);
+		close((int)fi->fh);
+	}
 }
 
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
@@ -231,7 +236,9 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	(void)ino;
+	struct ovl_node *n = ovl_node_get(FS(req), ino);
+	if (n)
+		atomic_fetch_sub(&n->nopen, 1);
 	close((int)fi->fh);
 	fuse_reply_err(req, 0);
 }

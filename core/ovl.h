@@ -135,6 +135,9 @@ struct ovl_node {
 	uint16_t *stack; /* directories: layers holding this dir, top first */
 	int nstack;
 	bool indexed; /* regular file sharing an inode with the hard-link index */
+	bool lower_links; /* a lower regular file with several names: watch the index */
+	atomic_int nopen; /* open file handles */
+	int ufd;	  /* O_PATH fd kept when an open node loses its name, else -1 */
 };
 
 /* ---- the filesystem ---- */
@@ -185,6 +188,8 @@ struct ovl_lookup_res;
 struct ovl_node *ovl_node_lookup_ref(struct ovl_fs *fs, struct ovl_node *parent, const char *name,
 				     const struct ovl_lookup_res *res);
 void ovl_node_ref(struct ovl_fs *fs, struct ovl_node *n);
+/* Keeps an open node reachable (for fstat) before its name goes away. */
+void ovl_node_pin(struct ovl_fs *fs, struct ovl_node *n);
 void ovl_node_forget(struct ovl_fs *fs, struct ovl_node *n, uint64_t nlookup);
 /* Removes the node from the name table (after unlink/rmdir). */
 void ovl_node_unhash(struct ovl_fs *fs, struct ovl_node *n);
@@ -235,6 +240,7 @@ struct ovl_lookup_res {
 	int nstack;
 	uint64_t ino;
 	bool indexed;
+	bool lower_links;
 };
 /* Looks name up in dir (whose placement is pl). 0, -ENOENT, or -errno. */
 int ovl_lookup_name(struct ovl_fs *fs, struct ovl_node *dir, const struct ovl_place *pl,
@@ -247,6 +253,8 @@ void ovl_fill_entry(struct ovl_fs *fs, struct ovl_node *n, const struct stat *st
 /* True if any lower layer under dir's upper has name (not whited out). */
 int ovl_lower_has(struct ovl_fs *fs, struct ovl_node *dir, const char *name);
 int ovl_check_name(const char *name);
+/* If another name of n's lower inode was copied up, links n to that copy too. */
+int ovl_index_sync(struct ovl_fs *fs, struct ovl_node *n);
 
 /* ---- readdir.c ---- */
 struct ovl_dirent {
@@ -292,6 +300,7 @@ int ovl_copy_up(struct ovl_fs *fs, struct ovl_node *n, bool data);
 /* Copies every entry under the directory n into the upper (for directory renames). */
 int ovl_copy_up_tree(struct ovl_fs *fs, struct ovl_node *n);
 int ovl_tmpname(struct ovl_fs *fs, char *buf, size_t len);
+void ovl_index_name(char *buf, size_t len, const struct stat *st);
 int ovl_rm_rf_at(int dirfd, const char *name);
 int ovl_copy_xattrs_at(struct ovl_fs *fs, int sdir, const char *sname, int ddir, const char *dname);
 
