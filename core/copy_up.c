@@ -153,6 +153,7 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *n, bool data)
 		ovl_index_name(idx, sizeof(idx), &st);
 		if (linkat(fs->indexfd, idx, upfd, name, 0) == 0) {
 			n->indexed = true;
+			n->nlink_adj = -1;
 			goto placed;
 		}
 	}
@@ -218,12 +219,14 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *n, bool data)
 	if (use_index) {
 		if (linkat(fs->workfd, tmp, fs->indexfd, idx, 0) == 0) {
 			n->indexed = true;
+			n->nlink_adj = -1;
 		} else if (errno == EEXIST) {
 			/* another name of this inode was copied up meanwhile: link to it */
 			unlinkat(fs->workfd, tmp, 0);
 			if (linkat(fs->indexfd, idx, upfd, name, 0) < 0)
 				return -errno;
 			n->indexed = true;
+			n->nlink_adj = -1;
 			goto placed;
 		}
 	}

@@ -67,6 +67,7 @@ static struct ovl_node *node_alloc(struct ovl_fs *fs)
 	n->nlookup = 0;
 	n->children = 0;
 	n->hashed = n->unlinked = n->indexed = n->lower_links = false;
+	n->nlink_adj = 0;
 	atomic_store(&n->nopen, 0);
 	n->ufd = -1;
 	n->stack = NULL;
@@ -269,6 +270,7 @@ struct ovl_node *ovl_node_lookup_ref(struct ovl_fs *fs, struct ovl_node *parent,
 	n->ino = res->ino;
 	n->top = res->top;
 	n->indexed = res->indexed;
+	n->nlink_adj = res->nlink_adj;
 	n->lower_links = res->lower_links;
 	n->epoch = atomic_load(&fs->epoch);
 	if (res->nstack) {
@@ -562,8 +564,8 @@ void ovl_fixup_stat(struct ovl_fs *fs, struct ovl_node *n, struct stat *st)
 	st->st_ino = n->ino;
 	if (fs->p.ino32)
 		st->st_ino = (uint32_t)(st->st_ino ^ (st->st_ino >> 32));
-	if (n->indexed && S_ISREG(st->st_mode) && st->st_nlink > 1)
-		st->st_nlink--; /* the index entry is not a name */
+	if (n->nlink_adj && S_ISREG(st->st_mode) && st->st_nlink > (nlink_t)-n->nlink_adj)
+		st->st_nlink += n->nlink_adj; /* index entries are not names */
 	if (S_ISDIR(st->st_mode) && fs->p.static_nlink)
 		st->st_nlink = 1;
 	if (n->unlinked && !S_ISDIR(st->st_mode))

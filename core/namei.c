@@ -23,13 +23,25 @@ void ovl_lookup_res_free(struct ovl_lookup_res *res)
 	res->stack = NULL;
 }
 
-/* Reads the origin inode number we stored on a copied-up object. */
-static bool read_origin(struct ovl_fs *fs, int dirfd, const char *name, uint64_t *ino, bool *idx)
+/* Reads the origin inode number we stored on a copied-up object, and the link-count
+ * correction of an indexed file (ours, or the kernel's "U-1" overlay.nlink). */
+static bool read_origin(struct ovl_fs *fs, int dirfd, const char *name, struct ovl_lookup_res *res)
 {
 	if (!fs->feat.private_prefix)
 		return false;
 	char path[PATH_MAX], xname[64], val[64];
 	ovl_fdpath(path, sizeof(path), dirfd, name);
+	if (S_ISREG(res->st.st_mode) && res->st.st_nlink > 1) {
+		snprintf(xname, sizeof(xname), "%snlink", fs->feat.private_prefix);
+		ssize_t r = lgetxattr(path, xname, val, sizeof(val) - 1);
+		int adj;
+		if (r > 1) {
+			val[r] = '\0';
+			if (val[0] == 'U' && sscanf(val + 1, "%d", &adj) == 1 && adj < 0 &&
+			    (nlink_t)-adj < res->st.st_nlink)
+				res->nlink_adj = adj;
+		}
+	}
 	snprintf(xname, sizeof(xname), "%sstrata.origin", fs->feat.private_prefix);
 	ssize_t r = lgetxattr(path, xname, val, sizeof(val) - 1);
 	if (r <= 0)
@@ -39,8 +51,11 @@ static bool read_origin(struct ovl_fs *fs, int dirfd, const char *name, uint64_t
 	unsigned long long v;
 	if (sscanf(val, "%llu%c", &v, &flag) < 1)
 		return false;
-	*ino = v;
-	*idx = flag == 'i';
+	res->ino = v;
+	if (flag == 'i') {
+		res->indexed = true;
+		res->nlink_adj = -1;
+	}
 	return true;
 }
 
@@ -77,7 +92,7 @@ int ovl_lookup_name(struct ovl_fs *fs, struct ovl_node *dir, const struct ovl_pl
 			res->ino = st.st_ino;
 			if (fs->layers[l].upper && S_ISREG(st.st_mode) | S_ISDIR(st.st_mode) |
 							  S_ISLNK(st.st_mode))
-				read_origin(fs, dfd, name, &res->ino, &res->indexed);
+				read_origin(fs, dfd, name, res);
 			res->lower_links = !fs->layers[l].upper && S_ISREG(st.st_mode) &&
 					   st.st_nlink > 1 && fs->indexfd >= 0;
 			if (!S_ISDIR(st.st_mode))

@@ -136,6 +136,7 @@ struct ovl_node {
 	int nstack;
 	bool indexed; /* regular file sharing an inode with the hard-link index */
 	bool lower_links; /* a lower regular file with several names: watch the index */
+	int nlink_adj;	  /* index links that are not names (ours, or the kernel's overlay.nlink) */
 	atomic_int nopen; /* open file handles */
 	int ufd;	  /* O_PATH fd kept when an open node loses its name, else -1 */
 };
@@ -241,6 +242,7 @@ struct ovl_lookup_res {
 	uint64_t ino;
 	bool indexed;
 	bool lower_links;
+	int nlink_adj;
 };
 /* Looks name up in dir (whose placement is pl). 0, -ENOENT, or -errno. */
 int ovl_lookup_name(struct ovl_fs *fs, struct ovl_node *dir, const struct ovl_place *pl,
