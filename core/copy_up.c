@@ -129,6 +129,25 @@ void ovl_index_name(char *buf, size_t len, const struct stat *st)
 		 (unsigned long long)st->st_ino);
 }
 
+/* Once every lower name of an indexed inode is linked in the upper, the index entry has done
+ * its job: drop it, so the upper's link count is the true one (for the kernel too). */
+static void index_settle(struct ovl_fs *fs, int upfd, const char *name, const char *idx,
+			 nlink_t lower_nlink, struct ovl_node *n)
+{
+	struct stat ust;
+	if (fstatat(upfd, name, &ust, AT_SYMLINK_NOFOLLOW) < 0 || ust.st_nlink - 1 < lower_nlink)
+		return;
+	if (unlinkat(fs->indexfd, idx, 0) < 0)
+		return;
+	char path[PATH_MAX], xname[64], val[64];
+	ovl_fdpath(path, sizeof(path), upfd, name);
+	snprintf(xname, sizeof(xname), "%sstrata.origin", fs->feat.private_prefix);
+	int vl = snprintf(val, sizeof(val), "%llu", (unsigned long long)n->ino);
+	lsetxattr(path, xname, val, vl, 0);
+	n->indexed = false;
+	n->nlink_adj = 0;
+}
+
 /* Creates the upper copy of n. Called with n->lock held and the parent already upper. */
 static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *n, bool data)
 {
@@ -148,7 +167,7 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *n, bool data)
 	bool have_pst = fstatat(upfd, "", &pst, AT_EMPTY_PATH) == 0;
 
 	char idx[64] = "";
-	bool use_index = S_ISREG(st.st_mode) && st.st_nlink > 1 && fs->indexfd >= 0;
+	bool use_index = !S_ISDIR(st.st_mode) && st.st_nlink > 1 && fs->indexfd >= 0;
 	if (use_index) {
 		ovl_index_name(idx, sizeof(idx), &st);
 		if (linkat(fs->indexfd, idx, upfd, name, 0) == 0) {
@@ -168,8 +187,8 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *n, bool data)
 			if (in < 0)
 				return -errno;
 		}
-		autoclose int out = openat(fs->workfd, tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC,
-					   0600);
+		autoclose int out =
+			openat(fs->workfd, tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
 		if (out < 0)
 			return -errno;
 		if (in >= 0)
@@ -186,8 +205,9 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *n, bool data)
 		target[len] = '\0';
 		r = symlinkat(target, fs->workfd, tmp) < 0 ? -errno : 0;
 	} else {
-		r = mknodat(fs->workfd, tmp, (st.st_mode & S_IFMT) | 0600, st.st_rdev) < 0 ? -errno
-											   : 0;
+		r = mknodat(fs->workfd, tmp, (st.st_mode & S_IFMT) | 0600, st.st_rdev) < 0 ?
+			    -errno :
+			    0;
 	}
 	if (r < 0)
 		goto fail;
@@ -211,7 +231,7 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *n, bool data)
 		r = -errno;
 		goto fail;
 	}
-	struct timespec ts[2] = {st.st_atim, st.st_mtim};
+	struct timespec ts[2] = { st.st_atim, st.st_mtim };
 	if (utimensat(fs->workfd, tmp, ts, AT_SYMLINK_NOFOLLOW) < 0) {
 		r = -errno;
 		goto fail;
@@ -237,9 +257,11 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *n, bool data)
 		}
 	}
 placed:
+	if (use_index && n->indexed)
+		index_settle(fs, upfd, name, idx, st.st_nlink, n);
 	if (have_pst) {
 		/* creating the copy changed the parent's times: put them back */
-		struct timespec pts[2] = {pst.st_atim, pst.st_mtim};
+		struct timespec pts[2] = { pst.st_atim, pst.st_mtim };
 		utimensat(upfd, "", pts, AT_EMPTY_PATH);
 	}
 	if (S_ISDIR(st.st_mode)) {
@@ -291,7 +313,7 @@ int ovl_copy_up_tree(struct ovl_fs *fs, struct ovl_node *n)
 	int r = ovl_copy_up(fs, n, true);
 	if (r < 0 || n->type != S_IFDIR)
 		return r;
-	struct ovl_dirh h = {0};
+	struct ovl_dirh h = { 0 };
 	r = ovl_dir_load(fs, n, &h, false);
 	if (r < 0)
 		return r;

@@ -11,7 +11,7 @@
 struct slot {
 	int udir; /* O_PATH fd of the parent in the upper layer */
 	bool whiteout; /* a char 0/0 whiteout occupies the name */
-	bool wh_file;  /* a .wh.NAME marker hides the name */
+	bool wh_file; /* a .wh.NAME marker hides the name */
 };
 
 static int valid_new_name(const char *name)
@@ -108,7 +108,7 @@ static int place_from_work(struct ovl_fs *fs, const char *tmp, struct slot *s, c
 static int make_entry(struct ovl_fs *fs, struct ovl_node *dir, int udir, const char *name,
 		      struct fuse_entry_param *e)
 {
-	struct ovl_lookup_res res = {0};
+	struct ovl_lookup_res res = { 0 };
 	if (fstatat(udir, name, &res.st, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
 	res.top = fs->upper;
@@ -320,7 +320,10 @@ static int prepare_dir_move(struct ovl_fs *fs, struct ovl_node *n, struct ovl_no
 		int pfd = ovl_node_parent_fd(fs, n, fs->upper, &name);
 		if (pfd < 0)
 			return pfd;
-		r = ovl_set_opaque(fs, pfd, name);
+		/* an upper-only directory holds no whiteouts (the kernel would list them) */
+		r = merged ? ovl_clear_whiteouts_at(pfd, name) : 0;
+		if (r == 0)
+			r = ovl_set_opaque(fs, pfd, name);
 		free(name);
 		close(pfd);
 		if (r < 0)

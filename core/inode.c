@@ -309,8 +309,8 @@ void ovl_node_forget(struct ovl_fs *fs, struct ovl_node *n, uint64_t nlookup)
 {
 	pthread_mutex_lock(&fs->tlock);
 	if (n->nlookup < nlookup) {
-		ovl_log("forget of %llu lookups on a node holding %llu", (unsigned long long)nlookup,
-			(unsigned long long)n->nlookup);
+		ovl_log("forget of %llu lookups on a node holding %llu",
+			(unsigned long long)nlookup, (unsigned long long)n->nlookup);
 		nlookup = n->nlookup;
 	}
 	n->nlookup -= nlookup;
@@ -564,9 +564,10 @@ void ovl_fixup_stat(struct ovl_fs *fs, struct ovl_node *n, struct stat *st)
 	st->st_ino = n->ino;
 	if (fs->p.ino32)
 		st->st_ino = (uint32_t)(st->st_ino ^ (st->st_ino >> 32));
-	if (n->nlink_adj && S_ISREG(st->st_mode) && st->st_nlink > (nlink_t)-n->nlink_adj)
+	if (n->nlink_adj && !S_ISDIR(st->st_mode) && st->st_nlink > (nlink_t)-n->nlink_adj)
 		st->st_nlink += n->nlink_adj; /* index entries are not names */
-	if (S_ISDIR(st->st_mode) && fs->p.static_nlink)
+	/* like the kernel: a merged directory's link count is unknown, so 1 */
+	if (S_ISDIR(st->st_mode) && (fs->p.static_nlink || n->nstack > 1))
 		st->st_nlink = 1;
 	if (n->unlinked && !S_ISDIR(st->st_mode))
 		st->st_nlink = 0;
@@ -576,8 +577,8 @@ int ovl_getattr_node(struct ovl_fs *fs, struct ovl_node *n, struct stat *st)
 {
 	if (n->unlinked) {
 		pthread_mutex_lock(&n->lock);
-		int r = n->ufd >= 0 ? (fstatat(n->ufd, "", st, AT_EMPTY_PATH) < 0 ? -errno : 0)
-				    : -ENOENT;
+		int r = n->ufd >= 0 ? (fstatat(n->ufd, "", st, AT_EMPTY_PATH) < 0 ? -errno : 0) :
+				      -ENOENT;
 		pthread_mutex_unlock(&n->lock);
 		if (r == 0)
 			ovl_fixup_stat(fs, n, st);
@@ -585,6 +586,15 @@ int ovl_getattr_node(struct ovl_fs *fs, struct ovl_node *n, struct stat *st)
 	}
 	if (n->lower_links)
 		ovl_index_sync(fs, n);
+	if (n->indexed) {
+		char *name;
+		int pfd = ovl_node_parent_fd(fs, n, fs->upper, &name);
+		if (pfd >= 0) {
+			ovl_reread_nlink_adj(fs, n, pfd, name);
+			free(name);
+			close(pfd);
+		}
+	}
 	struct ovl_place pl;
 	int r = ovl_node_place(fs, n, &pl);
 	if (r < 0)
@@ -638,8 +648,8 @@ int ovl_setattr(struct ovl_fs *fs, struct ovl_node *n, struct stat *attr, int to
 	if (to_set & FUSE_SET_ATTR_SIZE) {
 		if (!S_ISREG(cur.st_mode))
 			return S_ISDIR(cur.st_mode) ? -EISDIR : -EINVAL;
-		int wfd = (fi && n->type == S_IFREG) ? fcntl((int)fi->fh, F_DUPFD_CLOEXEC, 3)
-					 : ovl_open_node(fs, n, O_WRONLY);
+		int wfd = (fi && n->type == S_IFREG) ? fcntl((int)fi->fh, F_DUPFD_CLOEXEC, 3) :
+						       ovl_open_node(fs, n, O_WRONLY);
 		if (wfd < 0)
 			return wfd == -1 ? -errno : wfd;
 		r = ftruncate(wfd, attr->st_size) < 0 ? -errno : 0;
@@ -648,7 +658,7 @@ int ovl_setattr(struct ovl_fs *fs, struct ovl_node *n, struct stat *attr, int to
 			return r;
 	}
 	if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_CTIME)) {
-		struct timespec ts[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_nsec = UTIME_OMIT}};
+		struct timespec ts[2] = { { .tv_nsec = UTIME_OMIT }, { .tv_nsec = UTIME_OMIT } };
 		if (to_set & FUSE_SET_ATTR_ATIME_NOW)
 			ts[0].tv_nsec = UTIME_NOW;
 		else if (to_set & FUSE_SET_ATTR_ATIME)
@@ -785,7 +795,7 @@ void ovl_fdcache_put(struct ovl_fs *fs, fuse_ino_t id, int l, int fd)
 	c->hand = (c->hand + 1) % c->nslots;
 	if (c->slots[s].fd >= 0)
 		cache_unlink(c, s);
-	c->slots[s] = (struct cache_slot){.id = id, .layer = l, .fd = fd, .next = c->buckets[h]};
+	c->slots[s] = (struct cache_slot){ .id = id, .layer = l, .fd = fd, .next = c->buckets[h] };
 	c->buckets[h] = s;
 	pthread_mutex_unlock(&c->lock);
 }

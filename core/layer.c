@@ -103,7 +103,8 @@ int ovl_layers_open(struct ovl_fs *fs, char *err, size_t errlen)
 		struct stat ws;
 		fstat(wd, &ws);
 		if (ws.st_dev != fs->layers[0].dev) {
-			snprintf(err, errlen, "workdir '%s' and upperdir '%s' must be on the same filesystem",
+			snprintf(err, errlen,
+				 "workdir '%s' and upperdir '%s' must be on the same filesystem",
 				 p->workdir, p->upperdir);
 			close(wd);
 			return -1;

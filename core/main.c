@@ -14,26 +14,25 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: stratafs [-f] [-d] [--version] [--help] -o OPTIONS [SOURCE] MOUNTPOINT\n"
-		"\n"
-		"A FUSE overlay filesystem, on-disk compatible with the kernel's overlayfs.\n"
-		"\n"
-		"options:\n"
-		"  lowerdir=A:B:C     lower layers, topmost first (\\: and \\\\ escape)\n"
-		"  upperdir=DIR       writable layer (needs workdir=)\n"
-		"  workdir=DIR        scratch dir on the upper's filesystem\n"
-		"  volatile, fsync=0  never fsync\n"
-		"  timeout=SECONDS    kernel cache timeout for entries and attributes\n"
-		"  threaded=0|1       multi-threaded request loop (default 1)\n"
-		"  writeback=1        kernel writeback cache\n"
-		"  noacl, noxattrs=1  disable POSIX ACLs / all xattrs\n"
-		"  ino32_t            fold inode numbers to 32 bits\n"
-		"  static_nlink       report nlink 1 for directories\n"
-		"  context=, fast_ino, xino=, redirect_dir=   accepted for compatibility\n"
-		"  rw ro dev nodev suid nosuid exec noexec atime noatime defaults\n"
-		"  -f                 stay in the foreground\n"
-		"  -d                 debug output (implies -f)\n");
+	fprintf(f, "usage: stratafs [-f] [-d] [--version] [--help] -o OPTIONS [SOURCE] MOUNTPOINT\n"
+		   "\n"
+		   "A FUSE overlay filesystem, on-disk compatible with the kernel's overlayfs.\n"
+		   "\n"
+		   "options:\n"
+		   "  lowerdir=A:B:C     lower layers, topmost first (\\: and \\\\ escape)\n"
+		   "  upperdir=DIR       writable layer (needs workdir=)\n"
+		   "  workdir=DIR        scratch dir on the upper's filesystem\n"
+		   "  volatile, fsync=0  never fsync\n"
+		   "  timeout=SECONDS    kernel cache timeout for entries and attributes\n"
+		   "  threaded=0|1       multi-threaded request loop (default 1)\n"
+		   "  writeback=1        kernel writeback cache\n"
+		   "  noacl, noxattrs=1  disable POSIX ACLs / all xattrs\n"
+		   "  ino32_t            fold inode numbers to 32 bits\n"
+		   "  static_nlink       report nlink 1 for directories\n"
+		   "  context=, fast_ino, xino=, redirect_dir=   accepted for compatibility\n"
+		   "  rw ro dev nodev suid nosuid exec noexec atime noatime defaults\n"
+		   "  -f                 stay in the foreground\n"
+		   "  -d                 debug output (implies -f)\n");
 }
 
 static int add_opts(struct ovl_params *p, const char *s)
@@ -48,9 +47,9 @@ static int add_opts(struct ovl_params *p, const char *s)
 
 static int parse_args(int argc, char **argv, struct ovl_params *p)
 {
-	static const struct option longopts[] = {{"help", no_argument, NULL, 'h'},
-						  {"version", no_argument, NULL, 'V'},
-						  {NULL, 0, NULL, 0}};
+	static const struct option longopts[] = { { "help", no_argument, NULL, 'h' },
+						  { "version", no_argument, NULL, 'V' },
+						  { NULL, 0, NULL, 0 } };
 	char *pos[2];
 	int npos = 0;
 	int c;
@@ -151,8 +150,7 @@ static char *fuse_mount_opts(struct ovl_fs *fs)
 	 * under podman) a root mount keeps setuid binaries working unless told otherwise */
 	if (asprintf(&o, "fsname=%s,subtype=stratafs,default_permissions,allow_other%s%s%s%s",
 		     fsname, geteuid() == 0 ? ",suid" : "", fs->has_upper ? "" : ",ro",
-		     fs->p.vfs_opts ? "," : "",
-		     fs->p.vfs_opts ? fs->p.vfs_opts : "") < 0)
+		     fs->p.vfs_opts ? "," : "", fs->p.vfs_opts ? fs->p.vfs_opts : "") < 0)
 		return NULL;
 	return o;
 }
@@ -178,7 +176,7 @@ int main(int argc, char **argv)
 	}
 
 	autofree char *mopts = fuse_mount_opts(&fs);
-	char *fargv[] = {argv[0], "-o", mopts, p->debug ? "-d" : NULL, NULL};
+	char *fargv[] = { argv[0], "-o", mopts, p->debug ? "-d" : NULL, NULL };
 	struct fuse_args args = FUSE_ARGS_INIT(p->debug ? 4 : 3, fargv);
 	struct fuse_session *se = fuse_session_new(&args, &ovl_ops, sizeof(ovl_ops), &fs);
 	if (!se) {

@@ -31,7 +31,7 @@ static bool read_origin(struct ovl_fs *fs, int dirfd, const char *name, struct o
 		return false;
 	char path[PATH_MAX], xname[64], val[64];
 	ovl_fdpath(path, sizeof(path), dirfd, name);
-	if (S_ISREG(res->st.st_mode) && res->st.st_nlink > 1) {
+	if (!S_ISDIR(res->st.st_mode) && res->st.st_nlink > 1) {
 		snprintf(xname, sizeof(xname), "%snlink", fs->feat.private_prefix);
 		ssize_t r = lgetxattr(path, xname, val, sizeof(val) - 1);
 		int adj;
@@ -57,6 +57,16 @@ static bool read_origin(struct ovl_fs *fs, int dirfd, const char *name, struct o
 		res->nlink_adj = -1;
 	}
 	return true;
+}
+
+void ovl_reread_nlink_adj(struct ovl_fs *fs, struct ovl_node *n, int dirfd, const char *name)
+{
+	struct ovl_lookup_res res = { 0 };
+	if (fstatat(dirfd, name, &res.st, AT_SYMLINK_NOFOLLOW) < 0)
+		return;
+	read_origin(fs, dirfd, name, &res);
+	n->nlink_adj = res.nlink_adj;
+	n->indexed = res.indexed;
 }
 
 int ovl_lookup_name(struct ovl_fs *fs, struct ovl_node *dir, const struct ovl_place *pl,
@@ -90,10 +100,9 @@ int ovl_lookup_name(struct ovl_fs *fs, struct ovl_node *dir, const struct ovl_pl
 			res->top = l;
 			res->st = st;
 			res->ino = st.st_ino;
-			if (fs->layers[l].upper && S_ISREG(st.st_mode) | S_ISDIR(st.st_mode) |
-							  S_ISLNK(st.st_mode))
+			if (fs->layers[l].upper)
 				read_origin(fs, dfd, name, res);
-			res->lower_links = !fs->layers[l].upper && S_ISREG(st.st_mode) &&
+			res->lower_links = !fs->layers[l].upper && !S_ISDIR(st.st_mode) &&
 					   st.st_nlink > 1 && fs->indexfd >= 0;
 			if (!S_ISDIR(st.st_mode))
 				break;
@@ -209,7 +218,7 @@ int ovl_lower_has(struct ovl_fs *fs, struct ovl_node *dir, const char *name)
 		return r;
 	/* only the layers below the upper count */
 	const uint16_t *stack = ovl_place_stack(&pl);
-	struct ovl_place lower = {.top = -1, .nstack = 0};
+	struct ovl_place lower = { .top = -1, .nstack = 0 };
 	uint16_t *ls = malloc(sizeof(uint16_t) * (pl.nstack + 1));
 	if (!ls) {
 		ovl_place_free(&pl);

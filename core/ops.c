@@ -45,9 +45,10 @@ static void reply_entry(fuse_req_t req, int r, struct fuse_entry_param *e)
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct ovl_fs *fs = userdata;
-	unsigned want = FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_PARALLEL_DIROPS |
-			FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_ASYNC_READ | FUSE_CAP_SPLICE_WRITE |
-			FUSE_CAP_SPLICE_MOVE | FUSE_CAP_SPLICE_READ | FUSE_CAP_CACHE_SYMLINKS;
+	unsigned want = FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO |
+			FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_ASYNC_READ |
+			FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_SPLICE_READ |
+			FUSE_CAP_CACHE_SYMLINKS;
 	if (!fs->p.noacl && !fs->p.noxattrs)
 		want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
 	if (fs->p.writeback)

@@ -105,9 +105,9 @@ struct ovl_layer {
 };
 
 struct ovl_features {
-	bool wh_mknod;		   /* char 0/0 whiteouts can be created in upper */
-	bool rename_whiteout;	   /* renameat2(RENAME_WHITEOUT) works */
-	const char *opaque_xattr;  /* xattr used to mark opaque dirs, or NULL for .wh..wh..opq */
+	bool wh_mknod; /* char 0/0 whiteouts can be created in upper */
+	bool rename_whiteout; /* renameat2(RENAME_WHITEOUT) works */
+	const char *opaque_xattr; /* xattr used to mark opaque dirs, or NULL for .wh..wh..opq */
 	const char *private_prefix; /* prefix for our own xattrs in upper */
 	bool reflink;
 	bool openat2;
@@ -124,21 +124,21 @@ struct ovl_node {
 	char *name;
 	uint64_t nlookup;
 	uint32_t children; /* hashed children holding a reference */
-	uint32_t hnext;	   /* name-hash chain */
+	uint32_t hnext; /* name-hash chain */
 	bool inuse, hashed, unlinked;
-	mode_t type;  /* S_IFMT bits */
+	mode_t type; /* S_IFMT bits */
 	uint64_t ino; /* reported st_ino, stable for the node's life */
 	/* where the node lives, guarded by lock */
 	pthread_mutex_t lock;
 	uint32_t epoch; /* fs->epoch when top/stack were resolved */
-	int top;	/* layer index of the visible object */
+	int top; /* layer index of the visible object */
 	uint16_t *stack; /* directories: layers holding this dir, top first */
 	int nstack;
 	bool indexed; /* regular file sharing an inode with the hard-link index */
 	bool lower_links; /* a lower regular file with several names: watch the index */
-	int nlink_adj;	  /* index links that are not names (ours, or the kernel's overlay.nlink) */
+	int nlink_adj; /* index links that are not names (ours, or the kernel's overlay.nlink) */
 	atomic_int nopen; /* open file handles */
-	int ufd;	  /* O_PATH fd kept when an open node loses its name, else -1 */
+	int ufd; /* O_PATH fd kept when an open node loses its name, else -1 */
 };
 
 /* ---- the filesystem ---- */
@@ -150,8 +150,8 @@ struct ovl_fs {
 	int nlayers;
 	bool has_upper;
 	int upper; /* index of the upper layer or -1 */
-	int workfd;	 /* W/work */
-	int indexfd;	 /* W/strata-index, or -1 */
+	int workfd; /* W/work */
+	int indexfd; /* W/strata-index, or -1 */
 	struct ovl_features feat;
 	double timeout;
 	atomic_uint epoch;
@@ -255,6 +255,8 @@ void ovl_fill_entry(struct ovl_fs *fs, struct ovl_node *n, const struct stat *st
 /* True if any lower layer under dir's upper has name (not whited out). */
 int ovl_lower_has(struct ovl_fs *fs, struct ovl_node *dir, const char *name);
 int ovl_check_name(const char *name);
+/* Re-reads the link-count correction of an indexed node (the index entry may be gone). */
+void ovl_reread_nlink_adj(struct ovl_fs *fs, struct ovl_node *n, int dirfd, const char *name);
 /* If another name of n's lower inode was copied up, links n to that copy too. */
 int ovl_index_sync(struct ovl_fs *fs, struct ovl_node *n);
 
@@ -292,6 +294,8 @@ int ovl_create_whiteout(struct ovl_fs *fs, int udirfd, const char *name);
 int ovl_set_opaque(struct ovl_fs *fs, int dirfd, const char *name);
 int ovl_probe_upper(struct ovl_fs *fs);
 int ovl_remove_wh_file(int udirfd, const char *name);
+/* Removes every whiteout marker under the upper dir (dirfd, name), recursively. */
+int ovl_clear_whiteouts_at(int dirfd, const char *name);
 /* /proc/self/fd/N/NAME for the l*xattr calls */
 void ovl_fdpath(char *buf, size_t len, int dirfd, const char *name);
 

@@ -75,7 +75,7 @@ static int parse_idmap(const char *val, struct ovl_idmap **out, int *nout)
 			return -1;
 		}
 		m = nm;
-		m[n++] = (struct ovl_idmap){a, b, c};
+		m[n++] = (struct ovl_idmap){ a, b, c };
 		s += used;
 		if (*s == ':')
 			s++;
@@ -122,15 +122,20 @@ static int parse_one(struct ovl_params *p, char *opt, char *err, size_t errlen)
 	if (val)
 		*val++ = '\0';
 
-	static const char *const vfs_words[] = {"rw",	  "ro",	  "dev",   "nodev",   "suid",
-						"nosuid", "exec", "noexec", "atime", "noatime",
-						"relatime", "strictatime", "sync", "async", "dirsync",
-						"nodiratime", "diratime", NULL};
-	static const char *const ignored[] = {"fast_ino", "xino", "redirect_dir", "index",
-					      "metacopy", "userxattr", "nfs_export", "allow_other",
-					      "allow_root", "default_permissions", "suid_dir",
-					      "debug", "lazytime", "nolazytime", "uuid",
-					      "fsname", "subtype", NULL};
+	static const char *const vfs_words[] = { "rw",	     "ro",	"dev",	    "nodev",
+						 "suid",     "nosuid",	"exec",	    "noexec",
+						 "atime",    "noatime", "relatime", "strictatime",
+						 "sync",     "async",	"dirsync",  "nodiratime",
+						 "diratime", NULL };
+	static const char *const ignored[] = { "fast_ino",     "xino",
+					       "redirect_dir", "index",
+					       "metacopy",     "userxattr",
+					       "nfs_export",   "allow_other",
+					       "allow_root",   "default_permissions",
+					       "suid_dir",     "debug",
+					       "lazytime",     "nolazytime",
+					       "uuid",	       "fsname",
+					       "subtype",      NULL };
 
 	if (!strcmp(opt, "lowerdir")) {
 		if (!val || !*val) {
@@ -256,8 +261,8 @@ static int parse_one(struct ovl_params *p, char *opt, char *err, size_t errlen)
 	for (int i = 0; ignored[i]; i++)
 		if (!strcmp(opt, ignored[i]))
 			return 0;
-	fprintf(stderr, "stratafs: warning: unknown option '%s%s%s' ignored\n", opt,
-		val ? "=" : "", val ? val : "");
+	fprintf(stderr, "stratafs: warning: unknown option '%s%s%s' ignored\n", opt, val ? "=" : "",
+		val ? val : "");
 	return 0;
 }
 

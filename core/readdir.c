@@ -119,7 +119,7 @@ static int merge_dir(struct ovl_fs *fs, struct ovl_node *dir,
 	if (r < 0)
 		return r;
 	const uint16_t *stack = ovl_place_stack(&pl);
-	struct nameset seen = {0}; /* names decided by an upper layer: shown or whited out */
+	struct nameset seen = { 0 }; /* names decided by an upper layer: shown or whited out */
 	for (int i = 0; i < pl.nstack && r >= 0; i++) {
 		int l = stack[i];
 		int pfd = ovl_node_layer_fd(fs, dir, l);
@@ -257,13 +257,14 @@ ssize_t ovl_readdir_fill(struct ovl_fs *fs, fuse_req_t req, fuse_ino_t ino, char
 						      (off_t)(i + 1));
 			if (used > size - pos) {
 				/* did not fit: give the lookup reference back */
-				struct ovl_node *n = (!dot && e.ino) ? ovl_node_get(fs, e.ino) : NULL;
+				struct ovl_node *n =
+					(!dot && e.ino) ? ovl_node_get(fs, e.ino) : NULL;
 				if (n)
 					ovl_node_forget(fs, n, 1);
 				break;
 			}
 		} else {
-			struct stat st = {.st_ino = de->ino, .st_mode = DTTOIF(de->type)};
+			struct stat st = { .st_ino = de->ino, .st_mode = DTTOIF(de->type) };
 			used = fuse_add_direntry(req, buf + pos, size - pos, de->name, &st,
 						 (off_t)(i + 1));
 			if (used > size - pos)

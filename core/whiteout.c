@@ -11,10 +11,10 @@
 #define WH_PREFIX ".wh."
 #define WH_OPQ ".wh..wh..opq"
 
-static const char *const opaque_xattrs[] = {"trusted.overlay.opaque", "user.overlay.opaque",
-					    "user.fuseoverlayfs.opaque", NULL};
-static const char *const private_prefixes[] = {"trusted.overlay.", "user.overlay.",
-					       "user.fuseoverlayfs.", NULL};
+static const char *const opaque_xattrs[] = { "trusted.overlay.opaque", "user.overlay.opaque",
+					     "user.fuseoverlayfs.opaque", NULL };
+static const char *const private_prefixes[] = { "trusted.overlay.", "user.overlay.",
+						"user.fuseoverlayfs.", NULL };
 
 void ovl_fdpath(char *buf, size_t len, int dirfd, const char *name)
 {
@@ -138,7 +138,8 @@ int ovl_create_whiteout(struct ovl_fs *fs, int udirfd, const char *name)
 		return -ENAMETOOLONG;
 	struct stat st;
 	if (fstatat(udirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-		int r = S_ISDIR(st.st_mode) ? ovl_rm_rf_at(udirfd, name) : unlinkat(udirfd, name, 0);
+		int r = S_ISDIR(st.st_mode) ? ovl_rm_rf_at(udirfd, name) :
+					      unlinkat(udirfd, name, 0);
 		if (r < 0)
 			return r == -1 ? -errno : r;
 	}
@@ -198,4 +199,34 @@ int ovl_probe_upper(struct ovl_fs *fs)
 		unlinkat(fs->workfd, tmp, AT_REMOVEDIR);
 	}
 	return 0;
+}
+
+int ovl_clear_whiteouts_at(int dirfd, const char *name)
+{
+	int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return -errno;
+	}
+	int r = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) && r == 0) {
+		const char *n = de->d_name;
+		if (!strcmp(n, ".") || !strcmp(n, ".."))
+			continue;
+		struct stat st;
+		if (fstatat(fd, n, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		if (ovl_is_whiteout_stat(&st) || ovl_is_wh_name(n)) {
+			if (unlinkat(fd, n, 0) < 0 && errno != ENOENT)
+				r = -errno;
+		} else if (S_ISDIR(st.st_mode)) {
+			r = ovl_clear_whiteouts_at(fd, n);
+		}
+	}
+	closedir(d);
+	return r;
 }

@@ -5,14 +5,14 @@
 
 static int tap_failed;
 
-#define CHECK(name, cond)                                                                          \
-	do {                                                                                       \
-		if (cond) {                                                                        \
-			printf("ok - %s\n", name);                                                 \
-		} else {                                                                           \
-			printf("not ok - %s (%s:%d: %s)\n", name, __FILE__, __LINE__, #cond);     \
-			tap_failed = 1;                                                            \
-		}                                                                                  \
+#define CHECK(name, cond)                                                                     \
+	do {                                                                                  \
+		if (cond) {                                                                   \
+			printf("ok - %s\n", name);                                            \
+		} else {                                                                      \
+			printf("not ok - %s (%s:%d: %s)\n", name, __FILE__, __LINE__, #cond); \
+			tap_failed = 1;                                                       \
+		}                                                                             \
 	} while (0)
 
 #define SKIP(name, why) printf("ok - %s # skip %s\n", name, why)

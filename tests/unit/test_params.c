@@ -41,8 +41,8 @@ int main(void)
 	ovl_params_free(&p);
 
 	CHECK("quoted comma in context",
-	      parse(&p, "context=\"system_u:object_r:container_file_t:s0:c1,c2\",lowerdir=/l", err) ==
-		      0);
+	      parse(&p, "context=\"system_u:object_r:container_file_t:s0:c1,c2\",lowerdir=/l",
+		    err) == 0);
 	CHECK("context value unquoted",
 	      p.context && !strcmp(p.context, "system_u:object_r:container_file_t:s0:c1,c2"));
 	CHECK("lowerdir after context", p.nlower == 1);
@@ -58,8 +58,8 @@ int main(void)
 	ovl_params_free(&p);
 	CHECK("bad timeout refused", parse(&p, "timeout=abc", err) < 0);
 	ovl_params_free(&p);
-	CHECK("vfs words collected", parse(&p, "nodev,nosuid,noexec,ro", err) == 0 &&
-					     p.readonly && !strcmp(p.vfs_opts, "nodev,nosuid,noexec,ro"));
+	CHECK("vfs words collected", parse(&p, "nodev,nosuid,noexec,ro", err) == 0 && p.readonly &&
+					     !strcmp(p.vfs_opts, "nodev,nosuid,noexec,ro"));
 	ovl_params_free(&p);
 	CHECK("uidmapping with two ranges",
 	      parse(&p, "uidmapping=0:1000:1:1:100000:65536", err) == 0 && p.nuidmap == 2 &&

@@ -10,7 +10,7 @@
 
 int main(void)
 {
-	struct stat st = {.st_mode = S_IFCHR, .st_rdev = makedev(0, 0)};
+	struct stat st = { .st_mode = S_IFCHR, .st_rdev = makedev(0, 0) };
 	CHECK("char 0/0 is a whiteout", ovl_is_whiteout_stat(&st));
 	st.st_rdev = makedev(1, 3);
 	CHECK("char 1/3 is not", !ovl_is_whiteout_stat(&st));
