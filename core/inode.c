@@ -72,6 +72,7 @@ static struct ovl_node *node_alloc(struct ovl_fs *fs)
 	n->ufd = -1;
 	n->stack = NULL;
 	n->nstack = 0;
+	n->lpath = NULL;
 	return n;
 }
 
@@ -215,8 +216,10 @@ static void node_put_locked(struct ovl_fs *fs, struct ovl_node *n)
 		fuse_ino_t id = ovl_node_id(n);
 		free(n->name);
 		free(n->stack);
+		free(n->lpath);
 		n->name = NULL;
 		n->stack = NULL;
+		n->lpath = NULL;
 		if (n->ufd >= 0)
 			close(n->ufd);
 		n->ufd = -1;
@@ -272,6 +275,7 @@ struct ovl_node *ovl_node_lookup_ref(struct ovl_fs *fs, struct ovl_node *parent,
 	n->indexed = res->indexed;
 	n->nlink_adj = res->nlink_adj;
 	n->lower_links = res->lower_links;
+	n->lpath = res->lpath ? strdup(res->lpath) : NULL;
 	n->epoch = atomic_load(&fs->epoch);
 	if (res->nstack) {
 		n->stack = malloc(sizeof(uint16_t) * res->nstack);
@@ -371,6 +375,74 @@ void ovl_node_exchange(struct ovl_fs *fs, struct ovl_node *a, struct ovl_node *b
 	pthread_mutex_unlock(&fs->tlock);
 }
 
+char *ovl_node_lower_path(struct ovl_fs *fs, struct ovl_node *n)
+{
+	const char *parts[256];
+	int np = 0;
+	char *out = NULL;
+	pthread_mutex_lock(&fs->tlock);
+	const char *base = "";
+	for (struct ovl_node *c = n; c && c->idx != OVL_ROOT_IDX; c = node_at(fs, c->parent)) {
+		if (c->lpath) {
+			base = c->lpath;
+			break;
+		}
+		if (np == 256)
+			goto out;
+		parts[np++] = c->name;
+	}
+	size_t len = strlen(base) + 1;
+	for (int i = 0; i < np; i++)
+		len += strlen(parts[i]) + 1;
+	out = malloc(len);
+	if (!out)
+		goto out;
+	strcpy(out, base);
+	for (int i = np - 1; i >= 0; i--) {
+		if (*out)
+			strcat(out, "/");
+		strcat(out, parts[i]);
+	}
+out:
+	pthread_mutex_unlock(&fs->tlock);
+	return out;
+}
+
+int ovl_open_path(int dirfd, const char *path)
+{
+	int fd = fcntl(dirfd, F_DUPFD_CLOEXEC, 3);
+	if (fd < 0)
+		return -errno;
+	const char *s = path;
+	while (*s) {
+		const char *e = strchr(s, '/');
+		size_t len = e ? (size_t)(e - s) : strlen(s);
+		if (len > NAME_MAX) {
+			close(fd);
+			return -ENAMETOOLONG;
+		}
+		if (len && !(len == 1 && s[0] == '.')) {
+			char comp[NAME_MAX + 1];
+			memcpy(comp, s, len);
+			comp[len] = '\0';
+			if (!strcmp(comp, "..")) {
+				close(fd);
+				return -EINVAL; /* never climb out of a layer */
+			}
+			int nfd = openat(fd, comp, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+			int e2 = errno;
+			close(fd);
+			if (nfd < 0)
+				return -e2;
+			fd = nfd;
+		}
+		s += len;
+		while (*s == '/')
+			s++;
+	}
+	return fd;
+}
+
 /* Walks from the nearest ancestor with a cached fd in layer l down to n by names. */
 int ovl_node_layer_fd(struct ovl_fs *fs, struct ovl_node *n, int l)
 {
@@ -417,7 +489,9 @@ int ovl_node_layer_fd(struct ovl_fs *fs, struct ovl_node *n, int l)
 				break;
 			}
 		}
-		names[depth] = strdup(c->name);
+		/* a redirected dir is found in the lower layers at its redirect path */
+		bool redirected = c->lpath && l != fs->upper;
+		names[depth] = strdup(redirected ? c->lpath : c->name);
 		ids[depth] = ovl_node_id(c);
 		if (!names[depth]) {
 			pthread_mutex_unlock(&fs->tlock);
@@ -426,6 +500,8 @@ int ovl_node_layer_fd(struct ovl_fs *fs, struct ovl_node *n, int l)
 			return -ENOMEM;
 		}
 		depth++;
+		if (redirected)
+			break;
 		c = node_at(fs, c->parent);
 	}
 	pthread_mutex_unlock(&fs->tlock);
@@ -442,9 +518,9 @@ int ovl_node_layer_fd(struct ovl_fs *fs, struct ovl_node *n, int l)
 	int err = 0;
 	for (int i = depth - 1; i >= 0; i--) {
 		if (!err) {
-			int nfd = openat(fd, names[i], O_PATH | O_NOFOLLOW | O_CLOEXEC);
+			int nfd = ovl_open_path(fd, names[i]);
 			if (nfd < 0)
-				err = -errno;
+				err = nfd;
 			close(fd);
 			fd = nfd;
 			if (!err && i > 0) {
@@ -518,6 +594,11 @@ int ovl_node_refresh(struct ovl_fs *fs, struct ovl_node *n)
 	if (r < 0)
 		return r == -ENOENT ? 0 : r;
 	if ((res.st.st_mode & S_IFMT) == n->type) {
+		char *lp = res.lpath ? strdup(res.lpath) : NULL;
+		pthread_mutex_lock(&fs->tlock);
+		free(n->lpath);
+		n->lpath = lp;
+		pthread_mutex_unlock(&fs->tlock);
 		n->top = res.top;
 		free(n->stack);
 		n->stack = steal_ptr(&res.stack);

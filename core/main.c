@@ -161,6 +161,10 @@ int main(int argc, char **argv)
 	struct ovl_params *p = &fs.p;
 	if (parse_args(argc, argv, p) < 0)
 		return 1;
+	/* a daemon must not hold its caller's pipes (bats, podman wait for EOF on them);
+	 * a /dev/fd/N mountpoint is an fd handed to us on purpose */
+	if (strncmp(p->mountpoint, "/dev/fd/", 8) != 0)
+		close_range(3, ~0U, 0);
 	umask(0);
 	raise_nofile();
 

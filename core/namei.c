@@ -20,7 +20,37 @@ int ovl_check_name(const char *name)
 void ovl_lookup_res_free(struct ovl_lookup_res *res)
 {
 	free(res->stack);
+	free(res->lpath);
 	res->stack = NULL;
+	res->lpath = NULL;
+}
+
+/* The kernel's redirect_dir: a renamed directory names its lower origin in an xattr,
+ * either "/absolute/path" from the layer roots or a "name" in the same parent. */
+static char *read_redirect(struct ovl_fs *fs, struct ovl_node *dir, int dirfd, const char *name)
+{
+	static const char *const xattrs[] = { "trusted.overlay.redirect", "user.overlay.redirect" };
+	char path[PATH_MAX], val[PATH_MAX];
+	ovl_fdpath(path, sizeof(path), dirfd, name);
+	ssize_t r = -1;
+	for (size_t i = 0; i < 2 && r <= 0; i++)
+		r = lgetxattr(path, xattrs[i], val, sizeof(val) - 1);
+	if (r <= 0)
+		return NULL;
+	val[r] = '\0';
+	if (val[0] == '/')
+		return strdup(val + 1);
+	if (strchr(val, '/'))
+		return NULL;
+	/* relative: the parent's lower path plus the name */
+	char *ppath = ovl_node_lower_path(fs, dir);
+	if (!ppath)
+		return NULL;
+	char *out = NULL;
+	if (asprintf(&out, "%s%s%s", ppath, *ppath ? "/" : "", val) < 0)
+		out = NULL;
+	free(ppath);
+	return out;
 }
 
 /* Reads the origin inode number we stored on a copied-up object, and the link-count
@@ -84,7 +114,26 @@ int ovl_lookup_name(struct ovl_fs *fs, struct ovl_node *dir, const struct ovl_pl
 			goto fail_errno_dfd;
 		}
 		struct stat st;
-		if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		int sr;
+		if (res->lpath) {
+			/* below a redirect: look at the redirect path from the layer root */
+			int rfd = ovl_open_path(fs->layers[l].fd, res->lpath);
+			sr = rfd < 0 ? -1 : fstatat(rfd, "", &st, AT_EMPTY_PATH);
+			if (rfd < 0)
+				errno = -rfd;
+			if (rfd >= 0)
+				close(rfd);
+			if (sr < 0) {
+				if (errno != ENOENT && errno != ENOTDIR)
+					goto fail_errno;
+				continue;
+			}
+			if (!S_ISDIR(st.st_mode))
+				break;
+			goto add_stack;
+		}
+		sr = fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW);
+		if (sr < 0) {
 			int e = errno;
 			if (e != ENOENT && e != ENOTDIR) {
 				ovl_lookup_res_free(res);
@@ -109,6 +158,14 @@ int ovl_lookup_name(struct ovl_fs *fs, struct ovl_node *dir, const struct ovl_pl
 		} else if (!S_ISDIR(st.st_mode)) {
 			break;
 		}
+		if (S_ISDIR(st.st_mode) && i + 1 < pl->nstack) {
+			char *rd = read_redirect(fs, dir, dfd, name);
+			if (rd) {
+				free(res->lpath);
+				res->lpath = rd;
+			}
+		}
+add_stack:;
 		uint16_t *ns = realloc(res->stack, sizeof(uint16_t) * (res->nstack + 1));
 		if (!ns) {
 			ovl_lookup_res_free(res);
@@ -116,9 +173,24 @@ int ovl_lookup_name(struct ovl_fs *fs, struct ovl_node *dir, const struct ovl_pl
 		}
 		res->stack = ns;
 		res->stack[res->nstack++] = l;
-		if (i + 1 < pl->nstack && ovl_is_opaque(dfd, name) == 1)
-			break;
+		if (i + 1 < pl->nstack) {
+			int op;
+			if (res->lpath && res->nstack > 1) {
+				int rfd = ovl_open_path(fs->layers[l].fd, res->lpath);
+				op = rfd < 0 ? 0 : ovl_is_opaque(rfd, "");
+				if (rfd >= 0)
+					close(rfd);
+			} else {
+				op = ovl_is_opaque(dfd, name);
+			}
+			if (op == 1)
+				break;
+		}
 		continue;
+fail_errno:;
+		int e = errno;
+		ovl_lookup_res_free(res);
+		return -e;
 fail_errno_dfd:
 		ovl_lookup_res_free(res);
 		return dfd;

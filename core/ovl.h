@@ -139,6 +139,7 @@ struct ovl_node {
 	int nlink_adj; /* index links that are not names (ours, or the kernel's overlay.nlink) */
 	atomic_int nopen; /* open file handles */
 	int ufd; /* O_PATH fd kept when an open node loses its name, else -1 */
+	char *lpath; /* redirected dir: its path in the lower layers (guarded by tlock) */
 };
 
 /* ---- the filesystem ---- */
@@ -199,6 +200,10 @@ int ovl_node_move(struct ovl_fs *fs, struct ovl_node *n, struct ovl_node *newpar
 		  const char *newname);
 /* Swaps the places of two hashed nodes (RENAME_EXCHANGE). */
 void ovl_node_exchange(struct ovl_fs *fs, struct ovl_node *a, struct ovl_node *b);
+/* The path of n in the lower layers ("" for the root), following redirects. Caller frees. */
+char *ovl_node_lower_path(struct ovl_fs *fs, struct ovl_node *n);
+/* Opens a relative path below dirfd component by component (O_PATH, no symlinks, no ".."). */
+int ovl_open_path(int dirfd, const char *path);
 /* Returns a new O_PATH fd of n in layer l (caller closes) or -errno. */
 int ovl_node_layer_fd(struct ovl_fs *fs, struct ovl_node *n, int l);
 /* The parent of a hashed node (kept alive by n's reference), or NULL once unlinked. */
@@ -243,6 +248,7 @@ struct ovl_lookup_res {
 	bool indexed;
 	bool lower_links;
 	int nlink_adj;
+	char *lpath; /* lower path of a redirected directory */
 };
 /* Looks name up in dir (whose placement is pl). 0, -ENOENT, or -errno. */
 int ovl_lookup_name(struct ovl_fs *fs, struct ovl_node *dir, const struct ovl_place *pl,

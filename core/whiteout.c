@@ -56,7 +56,8 @@ int ovl_is_opaque(int dirfd, const char *name)
 {
 	char path[PATH_MAX];
 	char list[4096];
-	ovl_fdpath(path, sizeof(path), dirfd, name);
+	/* "." so that the l*xattr calls act on the directory, not on the /proc link */
+	ovl_fdpath(path, sizeof(path), dirfd, *name ? name : ".");
 	ssize_t n = llistxattr(path, list, sizeof(list));
 	if (n < 0 && errno == ERANGE) {
 		/* a huge list: check each marker directly */
@@ -78,7 +79,8 @@ int ovl_is_opaque(int dirfd, const char *name)
 				return 1;
 		}
 	}
-	int fd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC);
+	int fd = *name ? openat(dirfd, name, O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC) :
+			 fcntl(dirfd, F_DUPFD_CLOEXEC, 3);
 	if (fd < 0)
 		return -errno;
 	struct stat st;

@@ -19,7 +19,7 @@ static int node_xpath(struct ovl_fs *fs, struct ovl_node *n, char *path, size_t 
 	if (n->idx == OVL_ROOT_IDX) {
 		int fd = ovl_node_layer_fd(fs, n, pl.top);
 		if (fd >= 0)
-			ovl_fdpath(path, len, fd, NULL);
+			ovl_fdpath(path, len, fd, "."); /* the dir itself, not the /proc link */
 		return fd;
 	}
 	char *name;
