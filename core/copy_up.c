@@ -78,37 +78,33 @@ int ovl_copy_xattrs_at(struct ovl_fs *fs, int sdir, const char *sname, int ddir,
 	return 0;
 }
 
-static int copy_data(int in, int out, off_t size)
+/* Copies [off, off+len) with copy_file_range, falling back to read/write. */
+static int copy_range(int in, int out, off_t off, off_t len, bool *cfr)
 {
-	if (size == 0)
-		return 0;
-	if (ioctl(out, FICLONE, in) == 0)
-		return 0;
 	off_t done = 0;
-	bool cfr = true;
-	while (done < size) {
+	while (done < len) {
 		ssize_t n;
-		if (cfr) {
-			n = copy_file_range(in, NULL, out, NULL, size - done, 0);
+		if (*cfr) {
+			off_t ioff = off + done, ooff = off + done;
+			n = copy_file_range(in, &ioff, out, &ooff, len - done, 0);
 			if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
 				      errno == EOPNOTSUPP)) {
-				cfr = false;
+				*cfr = false;
 				continue;
 			}
 		} else {
 			char buf[1 << 16];
-			n = read(in, buf, sizeof(buf));
-			if (n > 0) {
-				ssize_t w = 0;
-				while (w < n) {
-					ssize_t k = write(out, buf + w, n - w);
-					if (k < 0) {
-						if (errno == EINTR)
-							continue;
-						return -errno;
-					}
-					w += k;
+			size_t want = len - done < (off_t)sizeof(buf) ? (size_t)(len - done) :
+									sizeof(buf);
+			n = pread(in, buf, want, off + done);
+			for (ssize_t w = 0; n > 0 && w < n;) {
+				ssize_t k = pwrite(out, buf + w, n - w, off + done + w);
+				if (k < 0) {
+					if (errno == EINTR)
+						continue;
+					return -errno;
 				}
+				w += k;
 			}
 		}
 		if (n < 0) {
@@ -121,6 +117,34 @@ static int copy_data(int in, int out, off_t size)
 		done += n;
 	}
 	return 0;
+}
+
+/* Copies the data of in to out: a reflink when the filesystem can, else the data
+ * segments only, so that holes stay holes (like the kernel's copy-up). */
+static int copy_data(int in, int out, off_t size)
+{
+	if (size == 0)
+		return 0;
+	if (ioctl(out, FICLONE, in) == 0)
+		return 0;
+	bool cfr = true;
+	off_t pos = 0;
+	while (pos < size) {
+		off_t data = lseek(in, pos, SEEK_DATA);
+		if (data < 0) {
+			if (errno == ENXIO)
+				break; /* only a hole is left */
+			data = pos; /* no SEEK_DATA here: copy everything */
+		}
+		off_t hole = lseek(in, data, SEEK_HOLE);
+		if (hole < 0 || hole > size)
+			hole = size;
+		int r = copy_range(in, out, data, hole - data, &cfr);
+		if (r < 0)
+			return r;
+		pos = hole;
+	}
+	return ftruncate(out, size) < 0 ? -errno : 0;
 }
 
 void ovl_index_name(char *buf, size_t len, const struct stat *st)
@@ -145,7 +169,7 @@ static void index_settle(struct ovl_fs *fs, int upfd, const char *name, const ch
 	int vl = snprintf(val, sizeof(val), "%llu", (unsigned long long)n->ino);
 	lsetxattr(path, xname, val, vl, 0);
 	n->indexed = false;
-	n->nlink_adj = 0;
+	n->lower_nlink = 0;
 }
 
 /* Creates the upper copy of n. Called with n->lock held and the parent already upper. */
@@ -172,7 +196,7 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *n, bool data)
 		ovl_index_name(idx, sizeof(idx), &st);
 		if (linkat(fs->indexfd, idx, upfd, name, 0) == 0) {
 			n->indexed = true;
-			n->nlink_adj = -1;
+			n->lower_nlink = st.st_nlink;
 			goto placed;
 		}
 	}
@@ -218,8 +242,8 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *n, bool data)
 		char path[PATH_MAX], xname[64], val[64];
 		ovl_fdpath(path, sizeof(path), fs->workfd, tmp);
 		snprintf(xname, sizeof(xname), "%sstrata.origin", fs->feat.private_prefix);
-		int vl = snprintf(val, sizeof(val), "%llu%s", (unsigned long long)n->ino,
-				  use_index ? "i" : "");
+		int vl = snprintf(val, sizeof(val), use_index ? "%llui%llu" : "%llu",
+				  (unsigned long long)n->ino, (unsigned long long)st.st_nlink);
 		/* trusted.* cannot be set on symlinks by some filesystems: the origin is a hint */
 		lsetxattr(path, xname, val, vl, 0);
 	}
@@ -239,14 +263,14 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *n, bool data)
 	if (use_index) {
 		if (linkat(fs->workfd, tmp, fs->indexfd, idx, 0) == 0) {
 			n->indexed = true;
-			n->nlink_adj = -1;
+			n->lower_nlink = st.st_nlink;
 		} else if (errno == EEXIST) {
 			/* another name of this inode was copied up meanwhile: link to it */
 			unlinkat(fs->workfd, tmp, 0);
 			if (linkat(fs->indexfd, idx, upfd, name, 0) < 0)
 				return -errno;
 			n->indexed = true;
-			n->nlink_adj = -1;
+			n->lower_nlink = st.st_nlink;
 			goto placed;
 		}
 	}

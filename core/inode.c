@@ -68,6 +68,7 @@ static struct ovl_node *node_alloc(struct ovl_fs *fs)
 	n->children = 0;
 	n->hashed = n->unlinked = n->indexed = n->lower_links = false;
 	n->nlink_adj = 0;
+	n->lower_nlink = 0;
 	atomic_store(&n->nopen, 0);
 	n->ufd = -1;
 	n->stack = NULL;
@@ -274,6 +275,7 @@ struct ovl_node *ovl_node_lookup_ref(struct ovl_fs *fs, struct ovl_node *parent,
 	n->top = res->top;
 	n->indexed = res->indexed;
 	n->nlink_adj = res->nlink_adj;
+	n->lower_nlink = res->lower_nlink;
 	n->lower_links = res->lower_links;
 	n->lpath = res->lpath ? strdup(res->lpath) : NULL;
 	n->epoch = atomic_load(&fs->epoch);
@@ -646,12 +648,17 @@ void ovl_fixup_stat(struct ovl_fs *fs, struct ovl_node *n, struct stat *st)
 	if (fs->p.ino32)
 		st->st_ino = (uint32_t)(st->st_ino ^ (st->st_ino >> 32));
 	if (n->nlink_adj && !S_ISDIR(st->st_mode) && st->st_nlink > (nlink_t)-n->nlink_adj)
-		st->st_nlink += n->nlink_adj; /* index entries are not names */
+		st->st_nlink += n->nlink_adj; /* the kernel's index entry is not a name */
+	if (n->indexed && !S_ISDIR(st->st_mode)) {
+		/* our index entry is not a name; names still only in the lower count */
+		nlink_t names = st->st_nlink > 1 ? st->st_nlink - 1 : st->st_nlink;
+		st->st_nlink = names > n->lower_nlink ? names : n->lower_nlink;
+	}
 	/* like the kernel: a merged directory's link count is unknown, so 1 */
 	if (S_ISDIR(st->st_mode) && (fs->p.static_nlink || n->nstack > 1))
 		st->st_nlink = 1;
-	if (n->unlinked && !S_ISDIR(st->st_mode))
-		st->st_nlink = 0;
+	/* an unlinked node shows what its object says: 0 for an upper file, the lower
+	 * inode's count for a lower one (as the kernel does) */
 }
 
 int ovl_getattr_node(struct ovl_fs *fs, struct ovl_node *n, struct stat *st)

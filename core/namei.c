@@ -78,13 +78,13 @@ static bool read_origin(struct ovl_fs *fs, int dirfd, const char *name, struct o
 		return false;
 	val[r] = '\0';
 	char flag = 0;
-	unsigned long long v;
-	if (sscanf(val, "%llu%c", &v, &flag) < 1)
+	unsigned long long v, lower = 0;
+	if (sscanf(val, "%llu%c%llu", &v, &flag, &lower) < 1)
 		return false;
 	res->ino = v;
 	if (flag == 'i') {
 		res->indexed = true;
-		res->nlink_adj = -1;
+		res->lower_nlink = lower;
 	}
 	return true;
 }
@@ -97,6 +97,7 @@ void ovl_reread_nlink_adj(struct ovl_fs *fs, struct ovl_node *n, int dirfd, cons
 	read_origin(fs, dirfd, name, &res);
 	n->nlink_adj = res.nlink_adj;
 	n->indexed = res.indexed;
+	n->lower_nlink = res.lower_nlink;
 }
 
 int ovl_lookup_name(struct ovl_fs *fs, struct ovl_node *dir, const struct ovl_place *pl,

@@ -137,6 +137,7 @@ struct ovl_node {
 	bool indexed; /* regular file sharing an inode with the hard-link index */
 	bool lower_links; /* a lower regular file with several names: watch the index */
 	int nlink_adj; /* index links that are not names (ours, or the kernel's overlay.nlink) */
+	nlink_t lower_nlink; /* ours: names the lower inode had when its index entry was made */
 	atomic_int nopen; /* open file handles */
 	int ufd; /* O_PATH fd kept when an open node loses its name, else -1 */
 	char *lpath; /* redirected dir: its path in the lower layers (guarded by tlock) */
@@ -248,6 +249,7 @@ struct ovl_lookup_res {
 	bool indexed;
 	bool lower_links;
 	int nlink_adj;
+	nlink_t lower_nlink;
 	char *lpath; /* lower path of a redirected directory */
 };
 /* Looks name up in dir (whose placement is pl). 0, -ENOENT, or -errno. */
