@@ -4,6 +4,8 @@
 
 #include <fcntl.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/statvfs.h>
 
 int ovl_open_node(struct ovl_fs *fs, struct ovl_node *n, int flags)
@@ -13,12 +15,43 @@ int ovl_open_node(struct ovl_fs *fs, struct ovl_node *n, int flags)
 	if (r < 0)
 		return r;
 	ovl_place_free(&pl);
+	if (n->idx == OVL_ROOT_IDX) {
+		int fd = openat(fs->layers[pl.top].fd, ".", flags | O_CLOEXEC);
+		return fd < 0 ? -errno : fd;
+	}
 	autofree char *name = NULL;
 	autoclose int pfd = ovl_node_parent_fd(fs, n, pl.top, &name);
 	if (pfd < 0)
 		return pfd;
 	int fd = openat(pfd, name, flags | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
 	return fd < 0 ? -errno : fd;
+}
+
+/* Read-only fds on lower files, by fd number: after a copy-up they are switched to the
+ * upper copy, so readers see later writes (as with the kernel's overlayfs). */
+#define MAX_TRACKED_FD (1 << 20)
+static atomic_uchar lower_ro[MAX_TRACKED_FD];
+
+void ovl_file_refresh(struct ovl_fs *fs, fuse_ino_t ino, int fd)
+{
+	if (fd < 0 || fd >= MAX_TRACKED_FD || !atomic_load(&lower_ro[fd]))
+		return;
+	struct ovl_node *n = ovl_node_get(fs, ino);
+	if (!n || n->top != fs->upper)
+		return;
+	if (!atomic_exchange(&lower_ro[fd], 0))
+		return;
+	int nfd = ovl_open_node(fs, n, O_RDONLY);
+	if (nfd >= 0) {
+		dup3(nfd, fd, O_CLOEXEC); /* atomic swap under the same number */
+		close(nfd);
+	}
+}
+
+void ovl_file_released(int fd)
+{
+	if (fd >= 0 && fd < MAX_TRACKED_FD)
+		atomic_store(&lower_ro[fd], 0);
 }
 
 int ovl_open(struct ovl_fs *fs, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -58,6 +91,8 @@ int ovl_open(struct ovl_fs *fs, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (fstat(fd, &st) == 0 && st.st_nlink <= 1 && !n->indexed)
 		fi->keep_cache = 1; /* one name, one node: the page cache stays coherent */
 	fi->fh = (uint64_t)fd;
+	if (!writing && fs->has_upper && n->top != fs->upper && fd < MAX_TRACKED_FD)
+		atomic_store(&lower_ro[fd], 1);
 	atomic_fetch_add(&n->nopen, 1);
 	return 0;
 }
@@ -87,5 +122,60 @@ int ovl_statfs(struct ovl_fs *fs, struct statvfs *st)
 	if (fstatvfs(fs->layers[0].fd, st) < 0)
 		return -errno;
 	st->f_namemax = NAME_MAX;
+	return 0;
+}
+
+static size_t ioctl_size(unsigned int cmd)
+{
+	switch (cmd) {
+	case FS_IOC_GETFLAGS:
+	case FS_IOC_SETFLAGS:
+		return sizeof(unsigned int);
+	case FS_IOC_FSGETXATTR:
+	case FS_IOC_FSSETXATTR:
+		return sizeof(struct fsxattr);
+	}
+	return 0;
+}
+
+int ovl_ioctl_flags(struct ovl_fs *fs, fuse_ino_t ino, unsigned int cmd, const void *in,
+		    size_t insz, void *out, size_t *outsz)
+{
+	/* only inode flags and fsxattr (lsattr/chattr) pass through: they are plain data */
+	size_t sz = ioctl_size(cmd);
+	if (!sz)
+		return -ENOTTY;
+	bool set = cmd == FS_IOC_SETFLAGS || cmd == FS_IOC_FSSETXATTR;
+	struct ovl_node *n = ovl_node_get(fs, ino);
+	if (!n)
+		return -ESTALE;
+	if (n->type != S_IFREG && n->type != S_IFDIR)
+		return -ENOTTY;
+	int flags = O_RDONLY | (n->type == S_IFDIR ? O_DIRECTORY : 0);
+	if (set) {
+		if (insz < sz)
+			return -EINVAL;
+		int r = ovl_copy_up(fs, n, true);
+		if (r < 0)
+			return r;
+	}
+	autoclose int fd = ovl_open_node(fs, n, flags);
+	if (fd < 0)
+		return fd;
+	union {
+		unsigned int flags;
+		struct fsxattr fsx;
+	} v;
+	memset(&v, 0, sizeof(v));
+	if (set)
+		memcpy(&v, in, sz);
+	if (ioctl(fd, cmd, &v) < 0)
+		return -errno;
+	if (set) {
+		*outsz = 0;
+	} else {
+		memcpy(out, &v, sz);
+		*outsz = sz;
+	}
 	return 0;
 }

@@ -100,6 +100,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		return;
 	}
 	if (fi && n->type == S_IFREG) {
+		ovl_file_refresh(fs, ino, (int)fi->fh);
 		r = fstat((int)fi->fh, &st) < 0 ? -errno : 0;
 		if (r == 0)
 			ovl_fixup_stat(fs, n, &st);
@@ -185,6 +186,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		struct ovl_node *n = ovl_node_get(FS(req), ino);
 		if (n)
 			atomic_fetch_sub(&n->nopen, 1);
+		ovl_file_released((int)fi->fh);
 		close((int)fi->fh);
 	}
 }
@@ -203,7 +205,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
-	(void)ino;
+	ovl_file_refresh(FS(req), ino, (int)fi->fh);
 	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
 	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 	buf.buf[0].fd = (int)fi->fh;
@@ -240,6 +242,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct ovl_node *n = ovl_node_get(FS(req), ino);
 	if (n)
 		atomic_fetch_sub(&n->nopen, 1);
+	ovl_file_released((int)fi->fh);
 	close((int)fi->fh);
 	fuse_reply_err(req, 0);
 }
@@ -405,7 +408,7 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		     struct fuse_file_info *fi)
 {
-	(void)ino;
+	ovl_file_refresh(FS(req), ino, (int)fi->fh);
 	off_t r = lseek((int)fi->fh, off, whence);
 	if (r < 0)
 		fuse_reply_err(req, errno);
@@ -439,7 +442,28 @@ static void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
 	fuse_reply_err(req, -r);
 }
 
+static void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
+		     struct fuse_file_info *fi, unsigned flags, const void *in_buf, size_t in_bufsz,
+		     size_t out_bufsz)
+{
+	(void)arg;
+	(void)fi;
+	if (flags & FUSE_IOCTL_COMPAT) {
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
+	char out[64];
+	size_t outsz = 0;
+	int r = ovl_ioctl_flags(FS(req), ino, cmd, in_buf, in_bufsz, out, &outsz);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_ioctl(req, 0, outsz && out_bufsz >= outsz ? out : NULL,
+				 out_bufsz >= outsz ? outsz : 0);
+}
+
 const struct fuse_lowlevel_ops ovl_ops = {
+	.ioctl = op_ioctl,
 	.init = op_init,
 	.lookup = op_lookup,
 	.forget = op_forget,

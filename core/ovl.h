@@ -335,6 +335,13 @@ int ovl_readlink(struct ovl_fs *fs, fuse_ino_t ino, char *buf, size_t len);
 int ovl_statfs(struct ovl_fs *fs, struct statvfs *st);
 /* Opens node n in its top layer for I/O with flags (never FIFOs/devices). */
 int ovl_open_node(struct ovl_fs *fs, struct ovl_node *n, int flags);
+/* Switches a read-only fd on a lower file to the upper copy once one exists. */
+void ovl_file_refresh(struct ovl_fs *fs, fuse_ino_t ino, int fd);
+void ovl_file_released(int fd);
+/* FS_IOC_[GS]ETFLAGS and FS_IOC_FS[GS]ETXATTR on the node's real file (out holds at
+ * least 64 bytes); other ioctls are -ENOTTY. */
+int ovl_ioctl_flags(struct ovl_fs *fs, fuse_ino_t ino, unsigned int cmd, const void *in,
+		    size_t insz, void *out, size_t *outsz);
 
 /* ---- xattr.c ---- */
 ssize_t ovl_getxattr(struct ovl_fs *fs, fuse_ino_t ino, const char *name, char *buf, size_t size);
