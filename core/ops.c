@@ -110,7 +110,9 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
-		fuse_reply_attr(req, &st, st.st_nlink > 1 && S_ISREG(st.st_mode) ? 0 : fs->timeout);
+		fuse_reply_attr(
+			req, &st,
+			(st.st_nlink > 1 && S_ISREG(st.st_mode)) || n->unlinked ? 0 : fs->timeout);
 }
 
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
