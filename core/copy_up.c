@@ -153,6 +153,78 @@ void ovl_index_name(char *buf, size_t len, const struct stat *st)
 		 (unsigned long long)st->st_ino);
 }
 
+/* The kernel's index=on names each index entry by the hex of an ovl_fb: version, 0xfb magic,
+ * length, flags, handle type, the lower filesystem's uuid, then the file handle. */
+struct ovl_kidx {
+	unsigned char type, fidlen;
+	unsigned char fid[MAX_HANDLE_SZ];
+	char name[2 * (21 + MAX_HANDLE_SZ) + 1];
+};
+
+static int hexval(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+void ovl_kindex_load(struct ovl_fs *fs, int workdir_fd)
+{
+	int fd = openat(workdir_fd, "index", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	fs->kindexfd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return;
+	}
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		size_t len = strlen(de->d_name);
+		unsigned char b[21 + MAX_HANDLE_SZ];
+		if (len % 2 || len / 2 < 22 || len / 2 > sizeof(b))
+			continue;
+		bool ok = true;
+		for (size_t i = 0; i < len / 2 && ok; i++) {
+			int hi = hexval(de->d_name[2 * i]), lo = hexval(de->d_name[2 * i + 1]);
+			ok = hi >= 0 && lo >= 0;
+			b[i] = (unsigned char)(hi << 4 | lo);
+		}
+		if (!ok || b[1] != 0xfb || b[2] != len / 2)
+			continue;
+		struct ovl_kidx *nk = realloc(fs->kidx, sizeof(*nk) * (fs->nkidx + 1));
+		if (!nk)
+			break;
+		fs->kidx = nk;
+		struct ovl_kidx *k = &nk[fs->nkidx++];
+		k->type = b[4];
+		k->fidlen = (unsigned char)(len / 2 - 21);
+		memcpy(k->fid, b + 21, k->fidlen);
+		memcpy(k->name, de->d_name, len + 1);
+	}
+	closedir(d);
+}
+
+const char *ovl_kindex_find(struct ovl_fs *fs, int dirfd, const char *name)
+{
+	if (!fs->nkidx)
+		return NULL;
+	struct {
+		struct file_handle fh;
+		unsigned char buf[MAX_HANDLE_SZ];
+	} h;
+	h.fh.handle_bytes = MAX_HANDLE_SZ;
+	int mnt;
+	if (name_to_handle_at(dirfd, name, &h.fh, &mnt, 0) < 0)
+		return NULL;
+	for (size_t i = 0; i < fs->nkidx; i++) {
+		struct ovl_kidx *k = &fs->kidx[i];
+		if (k->type == h.fh.handle_type && k->fidlen == h.fh.handle_bytes &&
+		    !memcmp(k->fid, h.fh.f_handle, k->fidlen))
+			return k->name;
+	}
+	return NULL;
+}
+
 /* Once every lower name of an indexed inode is linked in the upper, the index entry has done
  * its job: drop it, so the upper's link count is the true one (for the kernel too). */
 static void index_settle(struct ovl_fs *fs, int upfd, const char *name, const char *idx,
@@ -192,6 +264,20 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *n, bool data)
 
 	char idx[64] = "";
 	bool use_index = !S_ISDIR(st.st_mode) && st.st_nlink > 1 && fs->indexfd >= 0;
+	const char *kidx = use_index ? ovl_kindex_find(fs, lpfd, name) : NULL;
+	if (kidx && linkat(fs->kindexfd, kidx, upfd, name, 0) == 0) {
+		/* another name was copied up by the kernel: join it, and count names our way */
+		char path[PATH_MAX], xname[64], val[64];
+		ovl_fdpath(path, sizeof(path), upfd, name);
+		snprintf(xname, sizeof(xname), "%sstrata.origin", fs->feat.private_prefix);
+		int vl = snprintf(val, sizeof(val), "%llui%llu", (unsigned long long)n->ino,
+				  (unsigned long long)st.st_nlink);
+		lsetxattr(path, xname, val, vl, 0);
+		n->indexed = true;
+		n->lower_nlink = st.st_nlink;
+		use_index = false;
+		goto placed;
+	}
 	if (use_index) {
 		ovl_index_name(idx, sizeof(idx), &st);
 		if (linkat(fs->indexfd, idx, upfd, name, 0) == 0) {

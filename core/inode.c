@@ -647,7 +647,8 @@ void ovl_fixup_stat(struct ovl_fs *fs, struct ovl_node *n, struct stat *st)
 	st->st_ino = n->ino;
 	if (fs->p.ino32)
 		st->st_ino = (uint32_t)(st->st_ino ^ (st->st_ino >> 32));
-	if (n->nlink_adj && !S_ISDIR(st->st_mode) && st->st_nlink > (nlink_t)-n->nlink_adj)
+	if (!n->indexed && n->nlink_adj && !S_ISDIR(st->st_mode) &&
+	    st->st_nlink > (nlink_t)-n->nlink_adj)
 		st->st_nlink += n->nlink_adj; /* the kernel's index entry is not a name */
 	if (n->indexed && !S_ISDIR(st->st_mode)) {
 		/* our index entry is not a name; names still only in the lower count */
@@ -674,15 +675,6 @@ int ovl_getattr_node(struct ovl_fs *fs, struct ovl_node *n, struct stat *st)
 	}
 	if (n->lower_links)
 		ovl_index_sync(fs, n);
-	if (n->indexed) {
-		char *name;
-		int pfd = ovl_node_parent_fd(fs, n, fs->upper, &name);
-		if (pfd >= 0) {
-			ovl_reread_nlink_adj(fs, n, pfd, name);
-			free(name);
-			close(pfd);
-		}
-	}
 	struct ovl_place pl;
 	int r = ovl_node_place(fs, n, &pl);
 	if (r < 0)
@@ -693,6 +685,17 @@ int ovl_getattr_node(struct ovl_fs *fs, struct ovl_node *n, struct stat *st)
 		return fd;
 	r = fstatat(fd, "", st, AT_EMPTY_PATH) < 0 ? -errno : 0;
 	close(fd);
+	if (r == 0 && pl.top == fs->upper && !S_ISDIR(st->st_mode) && st->st_nlink > 1) {
+		/* the link count of an upper file with several names depends on index xattrs,
+		 * which another name may have changed since this node was looked up */
+		char *name;
+		int pfd = ovl_node_parent_fd(fs, n, fs->upper, &name);
+		if (pfd >= 0) {
+			ovl_reread_nlink_adj(fs, n, pfd, name);
+			free(name);
+			close(pfd);
+		}
+	}
 	if (r == 0)
 		ovl_fixup_stat(fs, n, st);
 	return r;

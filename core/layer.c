@@ -71,6 +71,7 @@ int ovl_layers_open(struct ovl_fs *fs, char *err, size_t errlen)
 	fs->upper = fs->has_upper ? 0 : -1;
 	fs->workfd = -1;
 	fs->indexfd = -1;
+	fs->kindexfd = -1;
 	for (int i = 0; i < fs->nlayers; i++)
 		fs->layers[i].fd = -1;
 	int li = 0;
@@ -121,6 +122,7 @@ int ovl_layers_open(struct ovl_fs *fs, char *err, size_t errlen)
 			close(wd);
 			return -1;
 		}
+		ovl_kindex_load(fs, wd);
 		if (mkdirat(wd, "strata-index", 0700) == 0 || errno == EEXIST)
 			fs->indexfd = openat(wd, "strata-index",
 					     O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -145,6 +147,9 @@ void ovl_layers_close(struct ovl_fs *fs)
 		close(fs->workfd);
 	if (fs->indexfd >= 0)
 		close(fs->indexfd);
+	if (fs->kindexfd >= 0)
+		close(fs->kindexfd);
+	free(fs->kidx);
 	free(fs->layers);
 	fs->layers = NULL;
 }

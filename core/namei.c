@@ -53,6 +53,46 @@ static char *read_redirect(struct ovl_fs *fs, struct ovl_node *dir, int dirfd, c
 	return out;
 }
 
+/* The kernel's overlay.origin names the lower object by file handle (an ovl_fb: version,
+ * 0xfb magic, length, flags, handle type, uuid, handle); the kernel reports the lower
+ * inode number for a copied-up object, so do we. */
+static bool read_kernel_origin(struct ovl_fs *fs, const char *path, struct ovl_lookup_res *res)
+{
+	unsigned char b[21 + MAX_HANDLE_SZ];
+	char xname[64];
+	snprintf(xname, sizeof(xname), "%sorigin", fs->feat.private_prefix);
+	ssize_t r = lgetxattr(path, xname, b, sizeof(b));
+	if (r < 22 || b[1] != 0xfb || b[2] != r)
+		return false;
+	struct {
+		struct file_handle fh;
+		unsigned char buf[MAX_HANDLE_SZ];
+	} h;
+	h.fh.handle_bytes = (unsigned)(r - 21);
+	h.fh.handle_type = b[4];
+	memcpy(h.fh.f_handle, b + 21, h.fh.handle_bytes);
+	for (int l = 0; l < fs->nlayers; l++) {
+		if (fs->layers[l].upper)
+			continue;
+		/* the mount fd must be a real open file, not O_PATH */
+		int mfd = openat(fs->layers[l].fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (mfd < 0)
+			continue;
+		int fd = open_by_handle_at(mfd, &h.fh, O_PATH | O_CLOEXEC);
+		close(mfd);
+		if (fd < 0)
+			continue;
+		struct stat st;
+		bool ok = fstat(fd, &st) == 0 && st.st_dev == fs->layers[l].dev;
+		close(fd);
+		if (ok) {
+			res->ino = st.st_ino;
+			return true;
+		}
+	}
+	return false;
+}
+
 /* Reads the origin inode number we stored on a copied-up object, and the link-count
  * correction of an indexed file (ours, or the kernel's "U-1" overlay.nlink). */
 static bool read_origin(struct ovl_fs *fs, int dirfd, const char *name, struct ovl_lookup_res *res)
@@ -67,15 +107,15 @@ static bool read_origin(struct ovl_fs *fs, int dirfd, const char *name, struct o
 		int adj;
 		if (r > 1) {
 			val[r] = '\0';
-			if (val[0] == 'U' && sscanf(val + 1, "%d", &adj) == 1 && adj < 0 &&
-			    (nlink_t)-adj < res->st.st_nlink)
+			if (val[0] == 'U' && sscanf(val + 1, "%d", &adj) == 1 &&
+			    (adj >= 0 || (nlink_t)-adj < res->st.st_nlink))
 				res->nlink_adj = adj;
 		}
 	}
 	snprintf(xname, sizeof(xname), "%sstrata.origin", fs->feat.private_prefix);
 	ssize_t r = lgetxattr(path, xname, val, sizeof(val) - 1);
 	if (r <= 0)
-		return false;
+		return read_kernel_origin(fs, path, res);
 	val[r] = '\0';
 	char flag = 0;
 	unsigned long long v, lower = 0;
@@ -222,8 +262,17 @@ int ovl_index_sync(struct ovl_fs *fs, struct ovl_node *n)
 		return -errno;
 	char idx[64];
 	ovl_index_name(idx, sizeof(idx), &st);
-	if (fstatat(fs->indexfd, idx, &ist, AT_SYMLINK_NOFOLLOW) < 0)
-		return 0; /* no name of it was copied up yet */
+	if (fstatat(fs->indexfd, idx, &ist, AT_SYMLINK_NOFOLLOW) < 0) {
+		char *name;
+		int pfd = ovl_node_parent_fd(fs, n, top, &name);
+		bool kernel = pfd >= 0 && ovl_kindex_find(fs, pfd, name);
+		if (pfd >= 0) {
+			free(name);
+			close(pfd);
+		}
+		if (!kernel)
+			return 0; /* no name of it was copied up yet */
+	}
 	int r = ovl_copy_up(fs, n, true);
 	if (r == 0)
 		n->lower_links = false;

@@ -154,6 +154,9 @@ struct ovl_fs {
 	int upper; /* index of the upper layer or -1 */
 	int workfd; /* W/work */
 	int indexfd; /* W/strata-index, or -1 */
+	int kindexfd; /* W/index written by the kernel (index=on), or -1 */
+	struct ovl_kidx *kidx; /* its entries, by lower file handle */
+	size_t nkidx;
 	struct ovl_features feat;
 	double timeout;
 	atomic_uint epoch;
@@ -315,6 +318,10 @@ int ovl_copy_up(struct ovl_fs *fs, struct ovl_node *n, bool data);
 int ovl_copy_up_tree(struct ovl_fs *fs, struct ovl_node *n);
 int ovl_tmpname(struct ovl_fs *fs, char *buf, size_t len);
 void ovl_index_name(char *buf, size_t len, const struct stat *st);
+/* Loads the kernel's index dir (W/index) if there is one. */
+void ovl_kindex_load(struct ovl_fs *fs, int workdir_fd);
+/* The kernel index entry for the lower object (dirfd, name), or NULL. */
+const char *ovl_kindex_find(struct ovl_fs *fs, int dirfd, const char *name);
 int ovl_rm_rf_at(int dirfd, const char *name);
 int ovl_copy_xattrs_at(struct ovl_fs *fs, int sdir, const char *sname, int ddir, const char *dname);
 
