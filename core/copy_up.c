@@ -225,23 +225,53 @@ const char *ovl_kindex_find(struct ovl_fs *fs, int dirfd, const char *name)
 	return NULL;
 }
 
+/* Our origin record on an upper object: "INO", or while it shares its inode with the
+ * hard-link index "INOiLOWER:LINKED": the lower inode had LOWER names, LINKED of them are
+ * linked into the upper so far (the rest still show through from the lower layer). */
+static void origin_set(struct ovl_fs *fs, int dirfd, const char *name, uint64_t ino, bool idx,
+		       nlink_t lower, nlink_t linked)
+{
+	if (!fs->feat.private_prefix)
+		return;
+	char path[PATH_MAX], xname[64], val[96];
+	ovl_fdpath(path, sizeof(path), dirfd, name);
+	snprintf(xname, sizeof(xname), "%sstrata.origin", fs->feat.private_prefix);
+	int vl = idx ? snprintf(val, sizeof(val), "%llui%llu:%llu", (unsigned long long)ino,
+				(unsigned long long)lower, (unsigned long long)linked) :
+		       snprintf(val, sizeof(val), "%llu", (unsigned long long)ino);
+	/* trusted.* cannot be set on symlinks by some filesystems: the origin is a hint */
+	lsetxattr(path, xname, val, vl, 0);
+}
+
+static nlink_t origin_linked(struct ovl_fs *fs, int dirfd, const char *name)
+{
+	char path[PATH_MAX], xname[64], val[96];
+	ovl_fdpath(path, sizeof(path), dirfd, name);
+	snprintf(xname, sizeof(xname), "%sstrata.origin", fs->feat.private_prefix);
+	ssize_t r = lgetxattr(path, xname, val, sizeof(val) - 1);
+	if (r <= 0)
+		return 0;
+	val[r] = '\0';
+	char *c = strchr(val, ':');
+	return c ? (nlink_t)strtoull(c + 1, NULL, 10) : 0;
+}
+
 /* Once every lower name of an indexed inode is linked in the upper, the index entry has done
  * its job: drop it, so the upper's link count is the true one (for the kernel too). */
 static void index_settle(struct ovl_fs *fs, int upfd, const char *name, const char *idx,
 			 nlink_t lower_nlink, struct ovl_node *n)
 {
-	struct stat ust;
-	if (fstatat(upfd, name, &ust, AT_SYMLINK_NOFOLLOW) < 0 || ust.st_nlink - 1 < lower_nlink)
+	nlink_t linked = origin_linked(fs, upfd, name) + 1;
+	n->indexed = true;
+	n->lower_nlink = lower_nlink;
+	n->linked = linked;
+	if (linked < lower_nlink || !idx || unlinkat(fs->indexfd, idx, 0) < 0) {
+		origin_set(fs, upfd, name, n->ino, true, lower_nlink, linked);
 		return;
-	if (unlinkat(fs->indexfd, idx, 0) < 0)
-		return;
-	char path[PATH_MAX], xname[64], val[64];
-	ovl_fdpath(path, sizeof(path), upfd, name);
-	snprintf(xname, sizeof(xname), "%sstrata.origin", fs->feat.private_prefix);
-	int vl = snprintf(val, sizeof(val), "%llu", (unsigned long long)n->ino);
-	lsetxattr(path, xname, val, vl, 0);
+	}
+	origin_set(fs, upfd, name, n->ino, false, 0, 0);
 	n->indexed = false;
-	n->lower_nlink = 0;
+	n->lower_nlink = n->linked = 0;
 }
 
 /* Creates the upper copy of n. Called with n->lock held and the parent already upper. */
@@ -266,25 +296,23 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *n, bool data)
 	bool use_index = !S_ISDIR(st.st_mode) && st.st_nlink > 1 && fs->indexfd >= 0;
 	const char *kidx = use_index ? ovl_kindex_find(fs, lpfd, name) : NULL;
 	if (kidx && linkat(fs->kindexfd, kidx, upfd, name, 0) == 0) {
-		/* another name was copied up by the kernel: join it, and count names our way */
-		char path[PATH_MAX], xname[64], val[64];
-		ovl_fdpath(path, sizeof(path), upfd, name);
-		snprintf(xname, sizeof(xname), "%sstrata.origin", fs->feat.private_prefix);
-		int vl = snprintf(val, sizeof(val), "%llui%llu", (unsigned long long)n->ino,
-				  (unsigned long long)st.st_nlink);
-		lsetxattr(path, xname, val, vl, 0);
-		n->indexed = true;
-		n->lower_nlink = st.st_nlink;
+		/* another name was copied up by the kernel: join it, and count names our way
+		 * (every upper name but the kernel's index entry came from the lower) */
+		struct stat ust;
+		nlink_t names =
+			fstatat(upfd, name, &ust, AT_SYMLINK_NOFOLLOW) == 0 && ust.st_nlink > 1 ?
+				ust.st_nlink - 1 :
+				1;
+		if (origin_linked(fs, upfd, name) == 0)
+			origin_set(fs, upfd, name, n->ino, true, st.st_nlink, names - 1);
+		index_settle(fs, upfd, name, NULL, st.st_nlink, n);
 		use_index = false;
 		goto placed;
 	}
 	if (use_index) {
 		ovl_index_name(idx, sizeof(idx), &st);
-		if (linkat(fs->indexfd, idx, upfd, name, 0) == 0) {
-			n->indexed = true;
-			n->lower_nlink = st.st_nlink;
+		if (linkat(fs->indexfd, idx, upfd, name, 0) == 0)
 			goto placed;
-		}
 	}
 
 	char tmp[64];
@@ -324,15 +352,8 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *n, bool data)
 	r = ovl_copy_xattrs_at(fs, lpfd, name, fs->workfd, tmp);
 	if (r < 0)
 		goto fail;
-	if (fs->feat.private_prefix) {
-		char path[PATH_MAX], xname[64], val[64];
-		ovl_fdpath(path, sizeof(path), fs->workfd, tmp);
-		snprintf(xname, sizeof(xname), "%sstrata.origin", fs->feat.private_prefix);
-		int vl = snprintf(val, sizeof(val), use_index ? "%llui%llu" : "%llu",
-				  (unsigned long long)n->ino, (unsigned long long)st.st_nlink);
-		/* trusted.* cannot be set on symlinks by some filesystems: the origin is a hint */
-		lsetxattr(path, xname, val, vl, 0);
-	}
+	/* linked 0: index_settle counts this name once it is in place */
+	origin_set(fs, fs->workfd, tmp, n->ino, use_index, st.st_nlink, 0);
 	if (fchownat(fs->workfd, tmp, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) < 0) {
 		r = -errno;
 		goto fail;
@@ -346,17 +367,14 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *n, bool data)
 		r = -errno;
 		goto fail;
 	}
-	if (use_index) {
-		if (linkat(fs->workfd, tmp, fs->indexfd, idx, 0) == 0) {
-			n->indexed = true;
-			n->lower_nlink = st.st_nlink;
-		} else if (errno == EEXIST) {
+	if (use_index && linkat(fs->workfd, tmp, fs->indexfd, idx, 0) < 0) {
+		if (errno != EEXIST) {
+			use_index = false; /* no index: the names part ways, as without index=on */
+		} else {
 			/* another name of this inode was copied up meanwhile: link to it */
 			unlinkat(fs->workfd, tmp, 0);
 			if (linkat(fs->indexfd, idx, upfd, name, 0) < 0)
 				return -errno;
-			n->indexed = true;
-			n->lower_nlink = st.st_nlink;
 			goto placed;
 		}
 	}
@@ -367,7 +385,7 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *n, bool data)
 		}
 	}
 placed:
-	if (use_index && n->indexed)
+	if (use_index)
 		index_settle(fs, upfd, name, idx, st.st_nlink, n);
 	if (have_pst) {
 		/* creating the copy changed the parent's times: put them back */

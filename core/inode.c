@@ -276,6 +276,7 @@ struct ovl_node *ovl_node_lookup_ref(struct ovl_fs *fs, struct ovl_node *parent,
 	n->indexed = res->indexed;
 	n->nlink_adj = res->nlink_adj;
 	n->lower_nlink = res->lower_nlink;
+	n->linked = res->linked;
 	n->lower_links = res->lower_links;
 	n->lpath = res->lpath ? strdup(res->lpath) : NULL;
 	n->epoch = atomic_load(&fs->epoch);
@@ -653,7 +654,8 @@ void ovl_fixup_stat(struct ovl_fs *fs, struct ovl_node *n, struct stat *st)
 	if (n->indexed && !S_ISDIR(st->st_mode)) {
 		/* our index entry is not a name; names still only in the lower count */
 		nlink_t names = st->st_nlink > 1 ? st->st_nlink - 1 : st->st_nlink;
-		st->st_nlink = names > n->lower_nlink ? names : n->lower_nlink;
+		st->st_nlink =
+			names + (n->lower_nlink > n->linked ? n->lower_nlink - n->linked : 0);
 	}
 	/* like the kernel: a merged directory's link count is unknown, so 1 */
 	if (S_ISDIR(st->st_mode) && (fs->p.static_nlink || n->nstack > 1))
@@ -685,7 +687,8 @@ int ovl_getattr_node(struct ovl_fs *fs, struct ovl_node *n, struct stat *st)
 		return fd;
 	r = fstatat(fd, "", st, AT_EMPTY_PATH) < 0 ? -errno : 0;
 	close(fd);
-	if (r == 0 && pl.top == fs->upper && !S_ISDIR(st->st_mode) && st->st_nlink > 1) {
+	if (r == 0 && pl.top == fs->upper && !S_ISDIR(st->st_mode) &&
+	    (st->st_nlink > 1 || n->indexed)) {
 		/* the link count of an upper file with several names depends on index xattrs,
 		 * which another name may have changed since this node was looked up */
 		char *name;

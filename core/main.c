@@ -241,6 +241,13 @@ int main(int argc, char **argv)
 		close(pfd[1]);
 	}
 
+	/* confine the server (sandbox=1, from the strata driver) before it serves anything */
+	if (ovl_sandbox_apply(&fs, err, sizeof(err)) < 0) {
+		fprintf(stderr, "stratafs: sandbox: %s\n", err);
+		fuse_session_unmount(se);
+		fuse_session_destroy(se);
+		return 1;
+	}
 	fuse_set_signal_handlers(se);
 	int r;
 	if (p->threaded) {

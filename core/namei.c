@@ -118,13 +118,14 @@ static bool read_origin(struct ovl_fs *fs, int dirfd, const char *name, struct o
 		return read_kernel_origin(fs, path, res);
 	val[r] = '\0';
 	char flag = 0;
-	unsigned long long v, lower = 0;
-	if (sscanf(val, "%llu%c%llu", &v, &flag, &lower) < 1)
+	unsigned long long v, lower = 0, linked = 0;
+	if (sscanf(val, "%llu%c%llu:%llu", &v, &flag, &lower, &linked) < 1)
 		return false;
 	res->ino = v;
 	if (flag == 'i') {
 		res->indexed = true;
 		res->lower_nlink = lower;
+		res->linked = linked;
 	}
 	return true;
 }
@@ -138,6 +139,7 @@ void ovl_reread_nlink_adj(struct ovl_fs *fs, struct ovl_node *n, int dirfd, cons
 	n->nlink_adj = res.nlink_adj;
 	n->indexed = res.indexed;
 	n->lower_nlink = res.lower_nlink;
+	n->linked = res.linked;
 }
 
 int ovl_lookup_name(struct ovl_fs *fs, struct ovl_node *dir, const struct ovl_place *pl,

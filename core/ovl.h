@@ -83,6 +83,7 @@ struct ovl_params {
 	bool squash_to_root;
 	long squash_uid, squash_gid;
 	int xattr_permissions;
+	int sandbox; /* sandbox=1|userxattr (OVL_SANDBOX_*), set by the strata driver */
 	/* mount flags passed to the kernel */
 	char *vfs_opts; /* "nodev,nosuid,..." */
 };
@@ -138,6 +139,7 @@ struct ovl_node {
 	bool lower_links; /* a lower regular file with several names: watch the index */
 	int nlink_adj; /* index links that are not names (ours, or the kernel's overlay.nlink) */
 	nlink_t lower_nlink; /* ours: names the lower inode had when its index entry was made */
+	nlink_t linked; /* ours: how many of those names are linked into the upper */
 	atomic_int nopen; /* open file handles */
 	int ufd; /* O_PATH fd kept when an open node loses its name, else -1 */
 	char *lpath; /* redirected dir: its path in the lower layers (guarded by tlock) */
@@ -253,6 +255,7 @@ struct ovl_lookup_res {
 	bool lower_links;
 	int nlink_adj;
 	nlink_t lower_nlink;
+	nlink_t linked;
 	char *lpath; /* lower path of a redirected directory */
 };
 /* Looks name up in dir (whose placement is pl). 0, -ENOENT, or -errno. */
@@ -356,6 +359,27 @@ ssize_t ovl_listxattr(struct ovl_fs *fs, fuse_ino_t ino, char *buf, size_t size)
 int ovl_setxattr(struct ovl_fs *fs, fuse_ino_t ino, const char *name, const char *value,
 		 size_t size, int flags);
 int ovl_removexattr(struct ovl_fs *fs, fuse_ino_t ino, const char *name);
+
+/* ---- sandbox.c ---- */
+enum { OVL_SANDBOX_OFF = 0, OVL_SANDBOX_AUTO = 1, OVL_SANDBOX_USERXATTR = 2 };
+struct ovl_sandbox_cap {
+	int cap; /* CAP_*, -1 ends the table */
+	const char *why;
+};
+/* The capabilities the sandboxed server keeps (CAP_SYS_ADMIN is decided per mount). */
+extern const struct ovl_sandbox_cap ovl_sandbox_caps[];
+/* Confines the server as fs->p.sandbox says (a no-op for OVL_SANDBOX_OFF). Call once the
+ * layers are open and the mount exists, before the request loop, while single-threaded.
+ * Returns 0, or -1 with a one-line message in err (the server must then not serve). */
+int ovl_sandbox_apply(struct ovl_fs *fs, char *err, size_t errlen);
+/* The parts, for tests and the driver. Each returns 0 or -1 with err. */
+int ovl_sandbox_private_root(char *err, size_t errlen);
+int ovl_sandbox_drop_caps(bool keep_sys_admin, char *err, size_t errlen);
+int ovl_sandbox_seccomp_build(void **filter, char *err, size_t errlen);
+int ovl_sandbox_seccomp_load(void *filter, char *err, size_t errlen); /* frees filter */
+/* 1 if a directory under the layer (fd, any kind) carries trusted.overlay.* xattrs (or more
+ * than max_dirs directories were seen), 0 if none, -errno. Needs CAP_SYS_ADMIN to see them. */
+int ovl_sandbox_layer_uses_trusted(int layerfd, long max_dirs);
 
 /* ---- ops.c ---- */
 extern const struct fuse_lowlevel_ops ovl_ops;

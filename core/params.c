@@ -246,6 +246,20 @@ static int parse_one(struct ovl_params *p, char *opt, char *err, size_t errlen)
 		p->xattr_permissions = atoi(val);
 		return 0;
 	}
+	if (!strcmp(opt, "sandbox")) {
+		/* the strata driver asks for the confined server (core/sandbox.c) */
+		if (!val || !strcmp(val, "1"))
+			p->sandbox = OVL_SANDBOX_AUTO;
+		else if (!strcmp(val, "userxattr"))
+			p->sandbox = OVL_SANDBOX_USERXATTR;
+		else if (!strcmp(val, "0"))
+			p->sandbox = OVL_SANDBOX_OFF;
+		else {
+			seterr(err, errlen, "sandbox=%s: expected 0, 1 or userxattr", val);
+			return -1;
+		}
+		return 0;
+	}
 	if (!strcmp(opt, "defaults"))
 		return 0;
 	for (int i = 0; vfs_words[i]; i++) {
