@@ -142,45 +142,66 @@ void ovl_reread_nlink_adj(struct ovl_fs *fs, struct ovl_node *n, int dirfd, cons
 	n->linked = res.linked;
 }
 
+static int stack_push(struct ovl_lookup_res *res, int l)
+{
+	uint16_t *ns = realloc(res->stack, sizeof(uint16_t) * (res->nstack + 1));
+	if (!ns)
+		return -ENOMEM;
+	res->stack = ns;
+	res->stack[res->nstack++] = (uint16_t)l;
+	return 0;
+}
+
+/* Below a redirected directory the lower layers are searched at its redirect path from
+ * each layer's root, in every layer under the one holding the redirect (like the kernel,
+ * whatever the new parent's opacity). */
+static int lookup_redirect(struct ovl_fs *fs, int from, struct ovl_lookup_res *res)
+{
+	for (int l = from + 1; l < fs->nlayers; l++) {
+		int rfd = ovl_open_path(fs->layers[l].fd, res->lpath);
+		if (rfd == -ENOENT || rfd == -ENOTDIR)
+			continue;
+		if (rfd < 0)
+			return rfd;
+		struct stat st;
+		int r = fstatat(rfd, "", &st, AT_EMPTY_PATH) < 0 ? -errno : 0;
+		if (r == 0 && (ovl_is_whiteout_stat(&st) || !S_ISDIR(st.st_mode))) {
+			close(rfd);
+			break;
+		}
+		if (r == 0)
+			r = stack_push(res, l);
+		int opaque = r == 0 && l + 1 < fs->nlayers ? ovl_is_opaque(rfd, "") : 0;
+		close(rfd);
+		if (r < 0)
+			return r;
+		if (opaque == 1)
+			break;
+	}
+	return 0;
+}
+
 int ovl_lookup_name(struct ovl_fs *fs, struct ovl_node *dir, const struct ovl_place *pl,
 		    const char *name, struct ovl_lookup_res *res)
 {
 	memset(res, 0, sizeof(*res));
 	res->top = -1;
 	const uint16_t *stack = ovl_place_stack(pl);
+	int r = 0;
 	for (int i = 0; i < pl->nstack; i++) {
 		int l = stack[i];
 		autoclose int dfd = ovl_node_layer_fd(fs, dir, l);
+		if (dfd == -ENOENT || dfd == -ENOTDIR)
+			continue;
 		if (dfd < 0) {
-			if (dfd == -ENOENT || dfd == -ENOTDIR)
-				continue;
-			goto fail_errno_dfd;
+			r = dfd;
+			break;
 		}
 		struct stat st;
-		int sr;
-		if (res->lpath) {
-			/* below a redirect: look at the redirect path from the layer root */
-			int rfd = ovl_open_path(fs->layers[l].fd, res->lpath);
-			sr = rfd < 0 ? -1 : fstatat(rfd, "", &st, AT_EMPTY_PATH);
-			if (rfd < 0)
-				errno = -rfd;
-			if (rfd >= 0)
-				close(rfd);
-			if (sr < 0) {
-				if (errno != ENOENT && errno != ENOTDIR)
-					goto fail_errno;
-				continue;
-			}
-			if (!S_ISDIR(st.st_mode))
+		if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			if (errno != ENOENT && errno != ENOTDIR) {
+				r = -errno;
 				break;
-			goto add_stack;
-		}
-		sr = fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW);
-		if (sr < 0) {
-			int e = errno;
-			if (e != ENOENT && e != ENOTDIR) {
-				ovl_lookup_res_free(res);
-				return -e;
 			}
 			if (ovl_has_wh_file(dfd, name))
 				break;
@@ -201,48 +222,26 @@ int ovl_lookup_name(struct ovl_fs *fs, struct ovl_node *dir, const struct ovl_pl
 		} else if (!S_ISDIR(st.st_mode)) {
 			break;
 		}
-		if (S_ISDIR(st.st_mode) && i + 1 < pl->nstack) {
-			char *rd = read_redirect(fs, dir, dfd, name);
-			if (rd) {
-				free(res->lpath);
-				res->lpath = rd;
-			}
+		r = stack_push(res, l);
+		if (r < 0 || l + 1 == fs->nlayers)
+			break;
+		/* an opaque dir hides the layers below; a redirected one (the kernel's
+		 * redirect_dir) continues at its old path, even under an opaque parent */
+		if (ovl_is_opaque(dfd, name) == 1)
+			break;
+		res->lpath = read_redirect(fs, dir, dfd, name);
+		if (res->lpath) {
+			r = lookup_redirect(fs, l, res);
+			break;
 		}
-add_stack:;
-		uint16_t *ns = realloc(res->stack, sizeof(uint16_t) * (res->nstack + 1));
-		if (!ns) {
-			ovl_lookup_res_free(res);
-			return -ENOMEM;
-		}
-		res->stack = ns;
-		res->stack[res->nstack++] = l;
-		if (i + 1 < pl->nstack) {
-			int op;
-			if (res->lpath && res->nstack > 1) {
-				int rfd = ovl_open_path(fs->layers[l].fd, res->lpath);
-				op = rfd < 0 ? 0 : ovl_is_opaque(rfd, "");
-				if (rfd >= 0)
-					close(rfd);
-			} else {
-				op = ovl_is_opaque(dfd, name);
-			}
-			if (op == 1)
-				break;
-		}
-		continue;
-fail_errno:;
-		int e = errno;
-		ovl_lookup_res_free(res);
-		return -e;
-fail_errno_dfd:
-		ovl_lookup_res_free(res);
-		return dfd;
+		if (i + 1 == pl->nstack)
+			break;
 	}
-	if (res->top < 0) {
+	if (r == 0 && res->top < 0)
+		r = -ENOENT;
+	if (r < 0)
 		ovl_lookup_res_free(res);
-		return -ENOENT;
-	}
-	return 0;
+	return r;
 }
 
 int ovl_index_sync(struct ovl_fs *fs, struct ovl_node *n)
