@@ -89,7 +89,8 @@ strata_pids() {
 	exe=$(readlink -f "$STRATAFS")
 	for p in /proc/[0-9]*; do
 		pid=${p#/proc/}
-		[ "$(readlink "$p/exe" 2>/dev/null)" = "$exe" ] || continue
+		# "(deleted)": the binary was rebuilt while this server ran
+		case $(readlink "$p/exe" 2>/dev/null) in "$exe" | "$exe (deleted)") ;; *) continue ;; esac
 		pid_alive "$pid" || continue
 		if tr '\0' '\n' <"$p/cmdline" 2>/dev/null | grep -qxF -- "$mnt"; then
 			echo "$pid"
@@ -104,7 +105,8 @@ strata_pids_under() {
 	exe=$(readlink -f "$STRATAFS")
 	for p in /proc/[0-9]*; do
 		pid=${p#/proc/}
-		[ "$(readlink "$p/exe" 2>/dev/null)" = "$exe" ] || continue
+		# "(deleted)": the binary was rebuilt while this server ran
+		case $(readlink "$p/exe" 2>/dev/null) in "$exe" | "$exe (deleted)") ;; *) continue ;; esac
 		pid_alive "$pid" || continue
 		if tr '\0' '\n' <"$p/cmdline" 2>/dev/null | grep -qF -- "$dir"; then
 			echo "$pid"
@@ -175,8 +177,8 @@ mount_strata() {
 	[ -n "$extra" ] && opts+=",$extra"
 	# output to a file, not a pipe: a daemon that kept our pipe open would
 	# hang a command substitution (the stdio-detach test checks that apart)
-	timeout -k 5 60 "$STRATAFS" -o "$opts" "$mnt" >"$BATS_TEST_TMPDIR/.mount.out" 2>&1 </dev/null
-	rc=$?
+	timeout -k 5 60 "$STRATAFS" -o "$opts" "$mnt" >"$BATS_TEST_TMPDIR/.mount.out" 2>&1 </dev/null &&
+		rc=0 || rc=$?
 	out=$(cat "$BATS_TEST_TMPDIR/.mount.out")
 	if [ "$rc" != 0 ]; then
 		echo "stratafs -o $opts $mnt: exit $rc: $out" >&2
@@ -197,7 +199,7 @@ mount_strata() {
 		;;
 	esac
 	local pids
-	pids=($(strata_pids "$mnt"))
+	mapfile -t pids < <(strata_pids "$mnt")
 	STRATA_PID=${pids[0]:-}
 	if [ -z "$STRATA_PID" ]; then
 		echo "no stratafs process found serving $mnt" >&2
@@ -276,16 +278,18 @@ umount_kernel() {
 	_unregister_mount "$mnt"
 }
 
-# kill_strata MNT: SIGKILL the server of MNT, then remove the dead mount.
+# kill_strata MNT: SIGKILL the server of MNT (if still alive), then remove the
+# dead mount.
 kill_strata() {
 	local mnt pids
 	mnt=$(realpath -m -- "$1")
 	pids=$(strata_pids "$mnt")
-	[ -n "$pids" ] || { echo "no server for $mnt" >&2; return 1; }
-	# shellcheck disable=SC2086
-	kill -9 $pids
-	# shellcheck disable=SC2086
-	wait_pids_gone "$STRATA_EXIT_TIMEOUT" $pids || return 1
+	if [ -n "$pids" ]; then
+		# shellcheck disable=SC2086
+		kill -9 $pids
+		# shellcheck disable=SC2086
+		wait_pids_gone "$STRATA_EXIT_TIMEOUT" $pids || return 1
+	fi
 	timeout 10 fusermount3 -u "$mnt" 2>/dev/null || timeout 10 umount "$mnt" 2>/dev/null || umount -l "$mnt"
 	_unregister_mount "$mnt"
 	! is_mounted "$mnt"
@@ -347,13 +351,25 @@ opaque() { mkdir -p -- "$1" && setfattr -n trusted.overlay.opaque -v y -- "$1"; 
 # set_layer_times DIR: give every entry of each layer of DIR a fixed, distinct
 # per-layer time (with nanoseconds) so that listings can compare mtimes.
 set_layer_times() {
-	local dir=$1 i=1
-	while [ -d "$dir/l$i" ]; do
-		find "$dir/l$i" -depth -exec touch -h -d "@$((1000000000 + i * 10000000)).$i$i${i}123456" {} +
-		i=$((i + 1))
-	done
-	[ -d "$dir/upper" ] && find "$dir/upper" -depth -exec touch -h -d "@$STRATA_UPPER_TIME" {} +
-	return 0
+	python3 - "$1" "$STRATA_UPPER_TIME" <<'EOF'
+import os, sys
+base, upper_time = sys.argv[1], sys.argv[2]
+def ns(t):
+    sec, _, frac = t.partition(".")
+    return int(sec) * 10**9 + int((frac + "000000000")[:9])
+def settimes(top, t):
+    # fd-relative (trees deeper than PATH_MAX), children before their directory
+    for _, dirs, files, dfd in os.fwalk(top, topdown=False):
+        for n in dirs + files:
+            os.utime(n, ns=(t, t), dir_fd=dfd, follow_symlinks=False)
+    os.utime(top, ns=(t, t), follow_symlinks=False)
+i = 1
+while os.path.isdir(os.path.join(base, "l%d" % i)):
+    settimes(os.path.join(base, "l%d" % i), ns("%d.%d%d%d123456" % (1000000000 + i * 10000000, i, i, i)))
+    i += 1
+if os.path.isdir(os.path.join(base, "upper")):
+    settimes(os.path.join(base, "upper"), ns(upper_time))
+EOF
 }
 
 # to_kernel_forms LAYERDIR: rewrite the whiteout/opaque forms the kernel does
@@ -363,36 +379,43 @@ to_kernel_forms() {
 	python3 - "$1" <<'EOF'
 import os, sys
 root = os.fsencode(sys.argv[1])
-fix = []
-for top, dirs, files in os.walk(root):
+# fd-relative walk (deep trees); xattr calls go through /proc/self/fd
+for top, dirs, files, dfd in os.fwalk(root):
     names = dirs + files
-    st = os.lstat(top)
-    fix.append((top, st.st_atime_ns, st.st_mtime_ns))
+    st = os.fstat(dfd)
+    me = "/proc/self/fd/%d" % dfd
     opq = False
     for key in (b"user.overlay.opaque", b"user.fuseoverlayfs.opaque"):
         try:
-            v = os.getxattr(top, key, follow_symlinks=False)
-            os.removexattr(top, key, follow_symlinks=False)
+            v = os.getxattr(me, key)
+            os.removexattr(me, key)
             if v == b"y":
                 opq = True
         except OSError:
             pass
     for n in names:
-        p = os.path.join(top, n)
         if n == b".wh..wh..opq":
-            os.unlink(p)
+            os.unlink(n, dir_fd=dfd)
             opq = True
         elif n.startswith(b".wh."):
-            target = os.path.join(top, n[4:])
-            os.unlink(p)
-            if not os.path.lexists(target):
-                os.mknod(target, 0o600 | 0o020000, os.makedev(0, 0))
+            os.unlink(n, dir_fd=dfd)
+            try:
+                os.lstat(n[4:], dir_fd=dfd)
+            except FileNotFoundError:
+                os.mknod(n[4:], 0o600 | 0o020000, os.makedev(0, 0), dir_fd=dfd)
     if opq:
-        os.setxattr(top, b"trusted.overlay.opaque", b"y", follow_symlinks=False)
-# keep directory times: the conversion is not a change the listings should see
-for top, at, mt in fix:
-    os.utime(top, ns=(at, mt), follow_symlinks=False)
+        os.setxattr(me, b"trusted.overlay.opaque", b"y")
+    # keep directory times: the conversion is not a change the listings should see
+    os.utime(dfd, ns=(st.st_atime_ns, st.st_mtime_ns))
 EOF
+}
+
+# prand BYTES [SEED]: deterministic pseudo-random bytes on stdout (layer
+# builders run twice and must produce the same content).
+prand() {
+	python3 -c 'import random, sys
+r = random.Random(int(sys.argv[2]))
+sys.stdout.buffer.write(r.randbytes(int(sys.argv[1])))' "$1" "${2:-1}"
 }
 
 # ---------------------------------------------------------------- listings
@@ -539,9 +562,15 @@ upper_listing() {
 	TREE_MTIME=0 TREE_XATTR_RE='.' tree_listing "$1"
 }
 
-# diff_listings LABEL_A FILE_A LABEL_B FILE_B: print a unified diff, fail if any.
+# diff_listings LABEL_A FILE_A LABEL_B FILE_B: print a unified diff (first
+# CMP_DIFF_LINES lines), fail if any.
 diff_listings() {
-	diff -u --label "$1" --label "$3" "$2" "$4"
+	local out n max=${CMP_DIFF_LINES:-60}
+	out=$(diff -u --label "$1" --label "$3" "$2" "$4") && return 0
+	n=$(printf '%s\n' "$out" | wc -l)
+	printf '%s\n' "$out" | awk -v max="$max" 'NR <= max'
+	[ "$n" -le "$max" ] || echo "... ($((n - max)) more diff lines)"
+	return 1
 }
 
 # ---------------------------------------------------------------- ops
@@ -574,31 +603,34 @@ run_ops() {
 # compare_with_kernel BUILD_FN [OPS_FN] [PREP_FN]
 #
 # BUILD_FN DIR creates a layer set in DIR (mk_layers DIR N, then content in
-# DIR/l1.., optionally DIR/upper). Times are then fixed per layer, and the set
-# is copied twice (cp -a): DIR k/ for the kernel, s/ for stratafs. PREP_FN LAYER
-# (e.g. to_kernel_forms) is applied to each layer of k/ before mounting, and to
-# s/ before the kernel mounts it.
+# DIR/l1.., optionally DIR/upper); it is called twice, for k/ (the kernel) and
+# s/ (stratafs), and must be deterministic. Times are then fixed per layer.
+# PREP_FN LAYER (e.g. to_kernel_forms) is applied to each layer of k/ before
+# mounting, and to s/ before the kernel mounts it.
 #
 # Phases, each one a diff that must be empty:
 #   before  merged views of both, before any change
 #   ops     transcript of OPS_FN (run with cwd = mount point) on both
 #   after   merged views after OPS_FN
+#   s-on-s  stratafs remounted on its own upper vs kernel view
 #   k-on-s  the stratafs-written upper, mounted by the kernel, vs kernel view
 #   s-on-k  the kernel-written upper, mounted by stratafs, vs kernel view
-# CMP_CROSS=0 skips the last two. All phases run; failures are listed at the end.
+# CMP_CROSS=0 skips the last three. All phases run; failures are listed at the end.
 # Leaves $CMP (the work dir) for further checks.
 compare_with_kernel() {
 	local build=$1 ops=${2:-} prep=${3:-} l failed=() cutoff k s
 	need_kernel_overlay
 	CMP=$BATS_TEST_TMPDIR/cmp
 	rm -rf "$CMP"
-	mkdir -p "$CMP/src"
-	"$build" "$CMP/src" || { echo "layer build failed" >&2; return 1; }
-	set_layer_times "$CMP/src"
 	k=$CMP/k
 	s=$CMP/s
-	cp -a "$CMP/src" "$k"
-	cp -a "$CMP/src" "$s"
+	# built twice rather than copied: cp -a cannot copy trees deeper than
+	# PATH_MAX (build functions must be deterministic: see prand)
+	mkdir -p "$k" "$s"
+	"$build" "$k" || { echo "layer build failed" >&2; return 1; }
+	"$build" "$s" || { echo "layer build failed" >&2; return 1; }
+	set_layer_times "$k"
+	set_layer_times "$s"
 	mkdir -p "$k/mnt" "$s/mnt"
 	if [ -n "$prep" ]; then
 		for l in "$k"/l* "$k/upper"; do "$prep" "$l"; done
@@ -625,6 +657,13 @@ compare_with_kernel() {
 	umount_strata "$s/mnt" || failed+=(umount-stratafs)
 
 	if [ "${CMP_CROSS:-1}" = 1 ]; then
+		if mount_strata "$(lowers_of "$s")" "$s/upper" "$s/work" "$s/mnt"; then
+			tree_listing "$s/mnt" >"$CMP/s-on-s"
+			umount_strata "$s/mnt" || failed+=(umount-stratafs-3)
+			diff_listings kernel "$CMP/k.after" stratafs-remounted "$CMP/s-on-s" || failed+=(s-on-s)
+		else
+			failed+=(s-on-s-mount)
+		fi
 		if [ -n "$prep" ]; then
 			for l in "$s"/l* "$s/upper"; do "$prep" "$l"; done
 		fi
@@ -663,11 +702,11 @@ both_mounts() {
 	need_kernel_overlay
 	CMP=$BATS_TEST_TMPDIR/cmp
 	rm -rf "$CMP"
-	mkdir -p "$CMP/src"
-	"$build" "$CMP/src" || return 1
-	set_layer_times "$CMP/src"
-	cp -a "$CMP/src" "$CMP/k"
-	cp -a "$CMP/src" "$CMP/s"
+	mkdir -p "$CMP/k" "$CMP/s"
+	"$build" "$CMP/k" || return 1
+	"$build" "$CMP/s" || return 1
+	set_layer_times "$CMP/k"
+	set_layer_times "$CMP/s"
 	mkdir -p "$CMP/k/mnt" "$CMP/s/mnt"
 	if [ -n "$prep" ]; then
 		for l in "$CMP/k"/l* "$CMP/k/upper"; do "$prep" "$l"; done

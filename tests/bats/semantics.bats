@@ -35,7 +35,7 @@ build_rich() {
 	ln -s tool "$l3"/usr/bin/rel-link
 	ln -s /etc/passwd "$l3"/usr/bin/abs-link
 	ln -s ../nowhere "$l3"/usr/bin/dangling
-	head -c 1048576 /dev/urandom >"$l3"/usr/lib/big.bin
+	prand 1048576 >"$l3"/usr/lib/big.bin
 	truncate -s 10M "$l3"/usr/lib/sparse.bin
 	echo tail >>"$l3"/usr/lib/sparse.bin
 	: >"$l3"/usr/lib/empty
