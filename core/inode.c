@@ -9,6 +9,8 @@
 
 #define CHUNK_SHIFT 12
 #define CHUNK_SIZE (1u << CHUNK_SHIFT)
+/* the chunk table never moves, so a node id is resolved without a lock */
+#define MAX_CHUNKS (1u << 16)
 
 static uint32_t name_hash(uint32_t parent, const char *name)
 {
@@ -21,29 +23,22 @@ static uint32_t name_hash(uint32_t parent, const char *name)
 static struct ovl_node *node_at(struct ovl_fs *fs, uint32_t idx)
 {
 	uint32_t c = idx >> CHUNK_SHIFT;
-	if (idx == 0 || c >= fs->nchunks || !fs->chunks[c])
+	if (idx == 0 || c >= MAX_CHUNKS)
 		return NULL;
-	return &fs->chunks[c][idx & (CHUNK_SIZE - 1)];
+	struct ovl_node *chunk = __atomic_load_n(&fs->chunks[c], __ATOMIC_ACQUIRE);
+	return chunk ? &chunk[idx & (CHUNK_SIZE - 1)] : NULL;
 }
 
 /* Called with tlock held. */
 static struct ovl_node *node_alloc(struct ovl_fs *fs)
 {
 	if (!fs->freelist) {
-		if (fs->nchunks == fs->nalloc) {
-			uint32_t na = fs->nalloc ? fs->nalloc * 2 : 16;
-			/* chunks are never freed, and readers only reach them through tlock */
-			struct ovl_node **nc = realloc(fs->chunks, sizeof(*nc) * na);
-			if (!nc)
-				return NULL;
-			fs->chunks = nc;
-			fs->nalloc = na;
-		}
+		if (fs->nchunks == MAX_CHUNKS)
+			return NULL;
 		struct ovl_node *chunk = calloc(CHUNK_SIZE, sizeof(*chunk));
 		if (!chunk)
 			return NULL;
 		uint32_t base = fs->nchunks << CHUNK_SHIFT;
-		fs->chunks[fs->nchunks++] = chunk;
 		for (uint32_t i = CHUNK_SIZE; i-- > 0;) {
 			uint32_t idx = base + i;
 			if (idx == 0 || idx == OVL_ROOT_IDX)
@@ -58,6 +53,7 @@ static struct ovl_node *node_alloc(struct ovl_fs *fs)
 			chunk[OVL_ROOT_IDX].idx = OVL_ROOT_IDX;
 			pthread_mutex_init(&chunk[OVL_ROOT_IDX].lock, NULL);
 		}
+		__atomic_store_n(&fs->chunks[fs->nchunks++], chunk, __ATOMIC_RELEASE);
 	}
 	struct ovl_node *n = node_at(fs, fs->freelist);
 	fs->freelist = n->hnext;
@@ -143,6 +139,9 @@ static struct ovl_node *hash_find(struct ovl_fs *fs, uint32_t parent, const char
 int ovl_nodes_init(struct ovl_fs *fs)
 {
 	pthread_mutex_init(&fs->tlock, NULL);
+	fs->chunks = calloc(MAX_CHUNKS, sizeof(*fs->chunks));
+	if (!fs->chunks)
+		return -ENOMEM;
 	if (table_grow(fs) < 0)
 		return -ENOMEM;
 	/* allocate chunk 0, which holds the root at index 1 */
@@ -197,11 +196,12 @@ struct ovl_node *ovl_node_get(struct ovl_fs *fs, fuse_ino_t id)
 {
 	uint32_t idx = (uint32_t)id;
 	uint32_t gen = (uint32_t)(id >> 32);
-	pthread_mutex_lock(&fs->tlock);
+	/* no lock: the kernel only sends ids it holds a lookup reference on, so the node
+	 * cannot be freed under us; the checks catch a confused or hostile peer */
 	struct ovl_node *n = node_at(fs, idx);
-	if (n && (!n->inuse || n->gen != gen))
+	if (n && (!__atomic_load_n(&n->inuse, __ATOMIC_ACQUIRE) ||
+		  __atomic_load_n(&n->gen, __ATOMIC_RELAXED) != gen))
 		n = NULL;
-	pthread_mutex_unlock(&fs->tlock);
 	if (!n)
 		ovl_log("stale or invalid node id %#llx", (unsigned long long)id);
 	return n;

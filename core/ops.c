@@ -272,14 +272,13 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		return;
 	}
 	pthread_mutex_init(&h->lock, NULL);
-	int r = ovl_dir_load(fs, n, h, true);
-	if (r < 0) {
-		pthread_mutex_destroy(&h->lock);
-		free(h);
-		fuse_reply_err(req, -r);
-		return;
-	}
+	/* the listing is built at the first readdir: with the kernel's readdir cache,
+	 * most opens never need one */
 	fi->fh = (uint64_t)(uintptr_t)h;
+	/* every change to a directory goes through us, and the kernel drops its cached
+	 * listing whenever we change one: let it keep listings across opens */
+	fi->cache_readdir = 1;
+	fi->keep_cache = 1;
 	if (fuse_reply_open(req, fi) == -ENOENT) {
 		ovl_dirh_free(h);
 		free(h);

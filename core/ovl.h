@@ -166,7 +166,7 @@ struct ovl_fs {
 
 	pthread_mutex_t tlock; /* node table: arena, names, lookup counts */
 	struct ovl_node **chunks;
-	uint32_t nchunks, nalloc;
+	uint32_t nchunks;
 	uint32_t freelist; /* singly linked through hnext */
 	uint32_t *buckets;
 	uint32_t nbuckets, nhashed;
@@ -284,6 +284,7 @@ struct ovl_dirh {
 	struct ovl_dirent *ents;
 	size_t n, cap;
 	bool loaded;
+	bool served; /* entries were handed out: offset 0 again means rewinddir */
 	pthread_mutex_t lock;
 };
 /* Builds the merged listing of dir (without "." and ".."). */

@@ -107,6 +107,7 @@ void ovl_dirh_free(struct ovl_dirh *h)
 	h->ents = NULL;
 	h->n = h->cap = 0;
 	h->loaded = false;
+	h->served = false;
 }
 
 /* Visits the merged entries of dir: cb(name, d_ino, d_type) for each visible name. */
@@ -232,7 +233,7 @@ ssize_t ovl_readdir_fill(struct ovl_fs *fs, fuse_req_t req, fuse_ino_t ino, char
 	if (!dir || !h)
 		return -ESTALE;
 	pthread_mutex_lock(&h->lock);
-	if (off == 0 || !h->loaded) {
+	if (!h->loaded || (off == 0 && h->served)) {
 		int r = ovl_dir_load(fs, dir, h, true);
 		if (r < 0) {
 			pthread_mutex_unlock(&h->lock);
@@ -272,6 +273,7 @@ ssize_t ovl_readdir_fill(struct ovl_fs *fs, fuse_req_t req, fuse_ino_t ino, char
 		}
 		pos += used;
 	}
+	h->served = true;
 	pthread_mutex_unlock(&h->lock);
 	return (ssize_t)pos;
 }
