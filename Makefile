@@ -8,6 +8,8 @@
 #   make format       clang-format -i every C source and header
 #   make format-check fail if clang-format would change anything
 #   make install      copy the programs to $(DESTDIR)$(PREFIX)/bin (PREFIX=/usr/local)
+#   make fuzz         build the libFuzzer target for the strata spec parser (clang) and run it
+#                     for FUZZ_TIME seconds (default 60) on tests/fuzz/corpus/spec
 #   make clean
 #
 # -Werror is on when CI is set (CI=true, as .ci/run does) or WERROR=1.
@@ -71,6 +73,17 @@ HOOK_OBJS   := $(patsubst %.c,$(OBJ)/%.o,$(HOOK_SRCS))
 UNIT_SRCS   := $(wildcard tests/unit/test_*.c)
 UNIT_OBJS   := $(patsubst %.c,$(OBJ)/%.o,$(UNIT_SRCS))
 UNIT_BINS   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
+# Unit tests of driver modules (test_X.c for driver/X.c): linked with the driver's objects
+# (all but driver/main.o) instead of the core's.
+DRIVER_LIB_OBJS := $(filter-out $(OBJ)/driver/main.o,$(DRIVER_OBJS))
+DRIVER_UNIT_BINS := $(filter $(patsubst driver/%.c,$(BUILD)/tests/test_%,$(DRIVER_SRCS)),$(UNIT_BINS))
+
+# libFuzzer targets (tests/fuzz/fuzz_X.c), built with clang outside the normal build.
+FUZZ_CC    ?= clang
+FUZZ_TIME  ?= 60
+FUZZ_FLAGS ?= -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+FUZZ_SRCS  := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS  := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
 
 PROGRAMS := $(BUILD)/stratafs
 ifneq ($(DRIVER_SRCS),)
@@ -83,7 +96,7 @@ endif
 FORMAT_FILES = $(shell find core driver oci-hooks tests -name '*.[ch]' 2>/dev/null | LC_ALL=C sort)
 
 # ---- targets ---------------------------------------------------------------
-.PHONY: all deps unit check demo format format-check install clean
+.PHONY: all deps unit check demo format format-check install clean fuzz fuzz-build
 
 all: $(PROGRAMS)
 
@@ -117,6 +130,19 @@ format-check:
 	if [ $$bad -ne 0 ]; then echo "format-check: $$bad file(s) need 'make format'"; exit 1; fi; \
 	echo "format-check: ok ($(words $(FORMAT_FILES)) files)"
 
+fuzz-build: $(FUZZ_BINS)
+
+# Runs each target for FUZZ_TIME seconds from its seed corpus (copied, so runs never
+# grow the tracked one); a crash leaves its input in $(BUILD)/fuzz/ and fails.
+fuzz: fuzz-build
+	@for b in $(FUZZ_BINS); do \
+		n=$${b##*/fuzz_}; work=$(BUILD)/fuzz/corpus-$$n; mkdir -p $$work; \
+		cp -n tests/fuzz/corpus/$$n/* $$work/ 2>/dev/null || true; \
+		echo "fuzz: $$b for $(FUZZ_TIME) s"; \
+		$$b -max_total_time=$(FUZZ_TIME) -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
+			-print_final_stats=1 -artifact_prefix=$(BUILD)/fuzz/ $$work || exit 1; \
+	done
+
 PREFIX  ?= /usr/local
 BINDIR  ?= $(PREFIX)/bin
 install: all
@@ -148,6 +174,15 @@ $(BUILD)/strata-hook: $(HOOK_OBJS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(HOOK_PC_LIBS) -lpthread
 
+$(DRIVER_UNIT_BINS): $(BUILD)/tests/test_%: $(OBJ)/tests/unit/test_%.o $(DRIVER_LIB_OBJS) $(DRIVER_CORE_OBJS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(DRIVER_PC_LIBS) $(CORE_PC_LIBS) -lpthread
+
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(filter-out driver/main.c driver/spawn.c driver/mount.c driver/status.c driver/state.c,$(DRIVER_SRCS)) driver/strata.h Makefile
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -std=gnu11 -D_GNU_SOURCE -Idriver $(DRIVER_PC_CFLAGS) -o $@ \
+		$(filter %.c,$^) $(DRIVER_PC_LIBS)
+
 $(BUILD)/tests/test_%: $(OBJ)/tests/unit/test_%.o $(CORE_LIB_OBJS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(CORE_PC_LIBS) -lpthread
@@ -166,7 +201,7 @@ $(OBJ)/oci-hooks/%.o: oci-hooks/%.c Makefile $(FLAGS_STAMP)
 
 $(OBJ)/tests/unit/%.o: tests/unit/%.c Makefile $(FLAGS_STAMP)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -Icore $(FUSE_FEATURES) $(CORE_PC_CFLAGS) -c -o $@ $<
+	$(CC) $(ALL_CFLAGS) -Icore $(if $(filter $(BUILD)/tests/$*,$(DRIVER_UNIT_BINS)),-Idriver $(DRIVER_PC_CFLAGS)) $(FUSE_FEATURES) $(CORE_PC_CFLAGS) -c -o $@ $<
 
 # Unit test objects are intermediate to make, but keep them for incremental builds.
 .SECONDARY:

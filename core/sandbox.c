@@ -9,6 +9,7 @@
  * is loaded last (loading needs no privilege once no_new_privs is set). */
 #include "ovl.h"
 
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <linux/fuse.h>
@@ -49,11 +50,11 @@ const struct ovl_sandbox_cap ovl_sandbox_caps[] = {
 
 /* ---- what the layers need ------------------------------------------------------------ */
 
+/* fd: a directory opened O_RDONLY (flistxattr does not take O_PATH fds) */
 static bool has_trusted_overlay(int fd)
 {
-	char path[64], list[4096];
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	ssize_t n = llistxattr(path, list, sizeof(list));
+	char list[4096];
+	ssize_t n = flistxattr(fd, list, sizeof(list));
 	if (n < 0)
 		return errno == ERANGE; /* a huge list: be conservative */
 	for (ssize_t off = 0; off < n; off += strlen(list + off) + 1)
@@ -268,7 +269,10 @@ static const char *const allowed[] = {
 	"utimensat", "ftruncate", "fallocate", "fsync", "fdatasync", "syncfs", "sync_file_range",
 	"getxattr", "lgetxattr", "fgetxattr", "setxattr", "lsetxattr", "fsetxattr", "listxattr",
 	"llistxattr", "flistxattr", "removexattr", "lremovexattr", "fremovexattr", "getcwd",
-	"fchdir", NULL
+	"fchdir",
+	/* the path forms of the same operations (glibc's unlink() is the unlink syscall) */
+	"creat", "mkdir", "rmdir", "unlink", "rename", "link", "symlink", "mknod", "chmod", "chown",
+	"lchown", "truncate", "utimes", "utime", "futimesat", NULL
 };
 
 /* Refused with EPERM, named so that the policy reads as the design says (everything not
@@ -424,7 +428,8 @@ static int need_sys_admin(struct ovl_fs *fs, const char **reason, char *err, siz
 		fs->feat.opaque_xattr = NULL;
 		fs->feat.private_prefix = NULL;
 		char path[64];
-		snprintf(path, sizeof(path), "/proc/self/fd/%d", fs->workfd);
+		/* "/." so that the l*xattr calls act on the directory, not on the /proc link */
+		snprintf(path, sizeof(path), "/proc/self/fd/%d/.", fs->workfd);
 		if (lsetxattr(path, "user.overlay.strata-probe", "y", 1, 0) == 0) {
 			lremovexattr(path, "user.overlay.strata-probe");
 			fs->feat.opaque_xattr = "user.overlay.opaque";
@@ -469,6 +474,10 @@ int ovl_sandbox_apply(struct ovl_fs *fs, char *err, size_t errlen)
 		snprintf(err, errlen, "PR_SET_NO_NEW_PRIVS: %s", strerror(errno));
 		goto fail;
 	}
+	/* pthread_cancel (libfuse's multi-threaded loop ends its workers with it) loads
+	 * libgcc_s on first use: once the old root is gone that dlopen fails and glibc
+	 * aborts the server at unmount. Load it while the libraries are still reachable. */
+	dlopen("libgcc_s.so.1", RTLD_NOW | RTLD_GLOBAL | RTLD_NODELETE);
 	if (ovl_sandbox_private_root(err, errlen) < 0)
 		goto fail;
 	if (ovl_sandbox_drop_caps(sys_admin == 1, err, errlen) < 0)

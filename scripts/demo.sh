@@ -1,14 +1,18 @@
 #!/bin/bash
-# demo.sh - show stratafs at work on a small 3-layer overlay, step by step.
+# demo.sh - show strata at work on a small 3-layer overlay, step by step.
 #
 # Builds two lower layers (with every whiteout and opaque form), an upper and a
-# work dir in a temp dir, mounts them with build/stratafs, shows the merged view,
-# a copy-up and a whiteout, then unmounts and cleans up. Run as root (mknod and
-# trusted.* xattrs); `make demo` builds first. STRATAFS=/path overrides the binary.
+# work dir in a temp dir, writes a JSON spec for them and mounts it with
+# `build/strata mount` (which starts a sandboxed build/stratafs), prints the status
+# document, the merged view, a copy-up and a whiteout, then `strata unmount`s and
+# cleans up. Run as root (mknod and trusted.* xattrs); `make demo` builds first.
+# STRATA=/path and STRATAFS=/path override the binaries.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 STRATAFS=${STRATAFS:-$PWD/build/stratafs}
+STRATA=${STRATA:-$PWD/build/strata}
+export STRATAFS
 
 section() { printf '\n=== %s ===\n' "$*"; }
 note() { printf '  %s\n' "$*"; }
@@ -24,8 +28,14 @@ expect() { # DESCRIPTION COMMAND...: print OK/UNEXPECTED for a claim the demo ma
 }
 unexpected=0
 
-if [ ! -x "$STRATAFS" ]; then
-	echo "demo: $STRATAFS not found; run 'make' (or 'make demo')" >&2
+for b in "$STRATAFS" "$STRATA"; do
+	if [ ! -x "$b" ]; then
+		echo "demo: $b not found; run 'make' (or 'make demo')" >&2
+		exit 1
+	fi
+done
+if ! command -v jq >/dev/null; then
+	echo "demo: jq is needed to read strata's JSON (make deps installs it)" >&2
 	exit 1
 fi
 if [ "$(id -u)" -ne 0 ]; then
@@ -35,7 +45,9 @@ fi
 
 T=$(mktemp -d /tmp/strata-demo.XXXXXX)
 L1=$T/lower1 L2=$T/lower2 U=$T/upper W=$T/work M=$T/merged
+STATE=$T/state SPEC=$T/spec.json ID=demo
 DAEMON_PID=""
+strata() { "$STRATA" --state-dir "$STATE" "$@"; }
 
 is_mounted() { awk -v m="$M" '$2 == m { found = 1 } END { exit !found }' /proc/mounts; }
 
@@ -48,23 +60,10 @@ wait_gone() {
 	done
 }
 
-# the pid of the daemon serving $M: its argv ends with the mountpoint
-find_daemon() {
-	local d
-	for d in /proc/[0-9]*; do
-		[ -r "$d/cmdline" ] || continue
-		if tr '\0' '\n' <"$d/cmdline" 2>/dev/null | tail -n 1 | grep -qxF "$M" &&
-			[ "$(basename "$(tr '\0' '\n' <"$d/cmdline" | head -n 1)")" = "$(basename "$STRATAFS")" ]; then
-			echo "${d#/proc/}"
-			return 0
-		fi
-	done
-	return 1
-}
-
 unmount() {
+	[ -f "$STATE/$ID.json" ] && strata unmount "$ID" >/dev/null 2>&1
 	is_mounted || return 0
-	fusermount3 -u "$M" 2>/dev/null || umount "$M" 2>/dev/null || umount -l "$M" || true
+	umount "$M" 2>/dev/null || umount -l "$M" || true
 }
 
 cleanup() {
@@ -129,12 +128,36 @@ echo "lower1 (top lower): replaces a, whites out b (char 0/0), d/.wh.y hides d/y
 show_tree "$L1"
 echo "upper: (empty)"
 
-section "Mount"
-echo "+ $STRATAFS -o lowerdir=$L1:$L2,upperdir=$U,workdir=$W $M"
-timeout 30 "$STRATAFS" -o "lowerdir=$L1:$L2,upperdir=$U,workdir=$W" "$M"
+section "The spec"
+cat >"$SPEC" <<EOF
+{
+  "id": "$ID",
+  "target": "$M",
+  "lower": ["$L1", "$L2"],
+  "upper": "$U",
+  "work": "$W",
+  "options": {"mountOptions": ["nodev"]}
+}
+EOF
+sed 's/^/  /' "$SPEC"
+
+section "Mount: strata mount -f spec.json"
+echo "+ $STRATA --state-dir $STATE mount -f $SPEC"
+status=0
+timeout 60 "$STRATA" --state-dir "$STATE" mount -f "$SPEC" >"$T/status.json" || status=$?
+sed 's/^/  /' "$T/status.json"
+expect "strata mount exited 0" test "$status" -eq 0
+[ "$status" -eq 0 ] || exit 1
 expect "mounted (type $(awk -v m="$M" '$2 == m { print $3 }' /proc/mounts))" is_mounted
-DAEMON_PID=$(find_daemon || true)
-note "daemon pid: ${DAEMON_PID:-not found}"
+DAEMON_PID=$(jq -r .pid "$T/status.json")
+note "server pid: $DAEMON_PID; what the kernel says about it:"
+grep -E '^(CapEff|NoNewPrivs|Seccomp):' "/proc/$DAEMON_PID/status" | sed 's/^/    /'
+expect "state is mounted" test "$(jq -r .state "$T/status.json")" = mounted
+expect "the server runs with no_new_privs and a seccomp filter" \
+	test "$(jq -r '.sandbox.noNewPrivs, .sandbox.seccomp' "$T/status.json" | paste -sd' ')" = "true filter"
+expect "in a private mount namespace" test "$(jq -r .sandbox.mountNamespace "$T/status.json")" = private
+expect "without CAP_SYS_PTRACE, CAP_NET_*, CAP_SETUID, CAP_KILL" \
+	bash -c "! jq -r '.sandbox.capabilities[]' '$T/status.json' | grep -qE 'PTRACE|NET_|SETUID|KILL'"
 
 section "Merged view"
 show_tree "$M"
@@ -169,13 +192,17 @@ expect "lower2/d/x is still there" test -f "$L2/d/x"
 section "Upper layer after the changes"
 show_tree "$U"
 
-section "Unmount"
-echo "+ fusermount3 -u $M"
-fusermount3 -u "$M"
+section "strata list"
+strata list | jq -c '.[] | {id, state, target, pid}' | sed 's/^/  /'
+
+section "Unmount: strata unmount $ID"
+echo "+ $STRATA --state-dir $STATE unmount $ID"
+strata unmount "$ID" | sed 's/^/  /'
 expect "unmounted" bash -c "! awk -v m='$M' '\$2 == m { f = 1 } END { exit !f }' /proc/mounts"
 if [ -n "$DAEMON_PID" ]; then
-	expect "$(basename "$STRATAFS") ($DAEMON_PID) exited" wait_gone "$DAEMON_PID" 10
+	expect "stratafs ($DAEMON_PID) exited" wait_gone "$DAEMON_PID" 10
 fi
+expect "no state record is left" test ! -e "$STATE/$ID.json"
 
 echo
 if [ "$unexpected" -ne 0 ]; then

@@ -9,7 +9,9 @@ set -euo pipefail
 
 BUILD_PKGS=(gcc make pkg-config libfuse3-dev libjson-c-dev libcap-dev libseccomp-dev clang-format)
 TEST_PKGS=(fuse3 attr acl bats bats-assert bats-support bats-file fuse-overlayfs podman runc
-	uidmap busybox-static util-linux kmod)
+	uidmap busybox-static util-linux kmod
+	jq               # driver.bats and the demo read strata's JSON
+	clang libclang-rt-dev) # libFuzzer for the spec parser (make fuzz, run briefly by driver.bats)
 
 missing=()
 for pkg in "${BUILD_PKGS[@]}" "${TEST_PKGS[@]}"; do
