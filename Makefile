@@ -10,6 +10,8 @@
 #   make install      copy the programs to $(DESTDIR)$(PREFIX)/bin (PREFIX=/usr/local)
 #   make fuzz         build the libFuzzer target for the strata spec parser (clang) and run it
 #                     for FUZZ_TIME seconds (default 60) on tests/fuzz/corpus/spec
+#   make bench        time stratafs against kernel overlayfs and fuse-overlayfs (root; not
+#                     part of check; BENCH_QUICK=1, BENCH_N=..., see tests/bench/README.md)
 #   make clean
 #
 # -Werror is on when CI is set (CI=true, as .ci/run does) or WERROR=1.
@@ -142,6 +144,11 @@ fuzz: fuzz-build
 		$$b -max_total_time=$(FUZZ_TIME) -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
 			-print_final_stats=1 -artifact_prefix=$(BUILD)/fuzz/ $$work || exit 1; \
 	done
+
+# Results in $(BUILD)/bench/results.{txt,json,csv}; never gates anything on times.
+.PHONY: bench
+bench: $(BUILD)/stratafs
+	@BUILD=$(BUILD) python3 tests/bench/bench.py
 
 PREFIX  ?= /usr/local
 BINDIR  ?= $(PREFIX)/bin

@@ -91,6 +91,9 @@ int ovl_open(struct ovl_fs *fs, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (fstat(fd, &st) == 0 && st.st_nlink <= 1 && !n->indexed)
 		fi->keep_cache = 1; /* one name, one node: the page cache stays coherent */
 	fi->fh = (uint64_t)fd;
+	/* nothing to report at close for a file we only read: spare the FLUSH round trip */
+	if (!writing)
+		fi->noflush = 1;
 	if (!writing && fs->has_upper && n->top != fs->upper && fd < MAX_TRACKED_FD)
 		atomic_store(&lower_ro[fd], 1);
 	atomic_fetch_add(&n->nopen, 1);
