@@ -187,7 +187,7 @@ $(DRIVER_UNIT_BINS): $(BUILD)/tests/test_%: $(OBJ)/tests/unit/test_%.o $(DRIVER_
 
 $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(filter-out driver/main.c driver/spawn.c driver/mount.c driver/status.c driver/state.c,$(DRIVER_SRCS)) driver/strata.h Makefile
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -std=gnu11 -D_GNU_SOURCE -Idriver $(DRIVER_PC_CFLAGS) -o $@ \
+	$(FUZZ_CC) $(FUZZ_FLAGS) -std=gnu11 -D_GNU_SOURCE -Icore -Idriver $(DRIVER_PC_CFLAGS) -o $@ \
 		$(filter %.c,$^) $(DRIVER_PC_LIBS)
 
 $(BUILD)/tests/test_%: $(OBJ)/tests/unit/test_%.o $(CORE_LIB_OBJS)

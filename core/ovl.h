@@ -19,37 +19,7 @@
 #define STRATA_VERSION "0.1.0"
 #define OVL_MAX_LAYERS 500
 
-/* cleanup helpers: ownership hand-off with steal_fd()/steal_ptr() */
-static inline void ovl_closep(int *fd)
-{
-	if (*fd >= 0)
-		close(*fd);
-}
-static inline void ovl_freep(void *p)
-{
-	free(*(void **)p);
-}
-static inline void ovl_closedirp(DIR **d)
-{
-	if (*d)
-		closedir(*d);
-}
-#define autoclose __attribute__((cleanup(ovl_closep)))
-#define autofree __attribute__((cleanup(ovl_freep)))
-#define autoclosedir __attribute__((cleanup(ovl_closedirp)))
-static inline int steal_fd(int *fd)
-{
-	int r = *fd;
-	*fd = -1;
-	return r;
-}
-static inline void *steal_ptr(void *pp)
-{
-	void **p = pp;
-	void *r = *p;
-	*p = NULL;
-	return r;
-}
+#include "cleanup.h"
 
 struct ovl_fs;
 

@@ -16,36 +16,14 @@
 #define STRATA_EXIT_FAIL 1
 #define STRATA_EXIT_USAGE 2
 
-static inline void strata_closep(int *fd)
-{
-	if (*fd >= 0)
-		close(*fd);
-}
-static inline void strata_freep(void *p)
-{
-	free(*(void **)p);
-}
+#include "cleanup.h"
+
 static inline void strata_jsonp(json_object **o)
 {
 	if (*o)
 		json_object_put(*o);
 }
-#define autoclose __attribute__((cleanup(strata_closep)))
-#define autofree __attribute__((cleanup(strata_freep)))
 #define autojson __attribute__((cleanup(strata_jsonp)))
-static inline int steal_fd(int *fd)
-{
-	int r = *fd;
-	*fd = -1;
-	return r;
-}
-static inline void *steal_ptr(void *pp)
-{
-	void **p = pp;
-	void *r = *p;
-	*p = NULL;
-	return r;
-}
 
 /* ---- error.c ---- */
 struct strata_error {
