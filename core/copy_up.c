@@ -11,12 +11,9 @@
 #include <sys/ioctl.h>
 #include <sys/xattr.h>
 
-int ovl_rm_rf_at(int dirfd, const char *name)
+int ovl_dir_each(int dirfd, const char *name, int (*fn)(int fd, const char *entry, void *ctx),
+		 void *ctx)
 {
-	if (unlinkat(dirfd, name, 0) == 0)
-		return 0;
-	if (errno != EISDIR && errno != EPERM)
-		return errno == ENOENT ? 0 : -errno;
 	int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
@@ -25,16 +22,39 @@ int ovl_rm_rf_at(int dirfd, const char *name)
 		close(fd);
 		return -errno;
 	}
-	struct dirent *de;
 	int r = 0;
-	while ((de = readdir(d))) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		int e = ovl_rm_rf_at(fd, de->d_name);
-		if (e < 0)
-			r = e;
+	struct dirent *de;
+	while (r == 0 && (de = readdir(d))) {
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			r = fn(fd, de->d_name, ctx);
 	}
 	closedir(d);
+	return r;
+}
+
+/* Removes every entry, remembering the last failure but going on with the rest. */
+static int rm_entry(int fd, const char *entry, void *ctx)
+{
+	int e = ovl_rm_rf_at(fd, entry);
+	if (e < 0)
+		*(int *)ctx = e;
+	return 0;
+}
+
+int ovl_empty_dir_at(int dirfd, const char *name)
+{
+	int last = 0;
+	int r = ovl_dir_each(dirfd, name, rm_entry, &last);
+	return r < 0 ? r : last;
+}
+
+int ovl_rm_rf_at(int dirfd, const char *name)
+{
+	if (unlinkat(dirfd, name, 0) == 0)
+		return 0;
+	if (errno != EISDIR && errno != EPERM)
+		return errno == ENOENT ? 0 : -errno;
+	int r = ovl_empty_dir_at(dirfd, name);
 	if (unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
 		return -errno;
 	return r;

@@ -28,34 +28,7 @@ int ovl_tmpname(struct ovl_fs *fs, char *buf, size_t len)
 /* Empties leftovers of an earlier run from the work dir (incomplete copy-ups). */
 static void clean_work(struct ovl_fs *fs)
 {
-	int fd = openat(fs->workfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return;
-	}
-	struct dirent *de;
-	char **names = NULL;
-	size_t n = 0;
-	while ((de = readdir(d))) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		char **nn = realloc(names, sizeof(*names) * (n + 1));
-		if (!nn)
-			break;
-		names = nn;
-		names[n] = strdup(de->d_name);
-		if (names[n])
-			n++;
-	}
-	closedir(d);
-	for (size_t i = 0; i < n; i++) {
-		ovl_rm_rf_at(fs->workfd, names[i]);
-		free(names[i]);
-	}
-	free(names);
+	ovl_empty_dir_at(fs->workfd, ".");
 }
 
 int ovl_layers_open(struct ovl_fs *fs, char *err, size_t errlen)

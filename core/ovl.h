@@ -80,8 +80,6 @@ struct ovl_features {
 	bool rename_whiteout; /* renameat2(RENAME_WHITEOUT) works */
 	const char *opaque_xattr; /* xattr used to mark opaque dirs, or NULL for .wh..wh..opq */
 	const char *private_prefix; /* prefix for our own xattrs in upper */
-	bool reflink;
-	bool openat2;
 };
 
 int ovl_layers_open(struct ovl_fs *fs, char *err, size_t errlen);
@@ -297,6 +295,12 @@ void ovl_kindex_load(struct ovl_fs *fs, int workdir_fd);
 /* The kernel index entry for the lower object (dirfd, name), or NULL. */
 const char *ovl_kindex_find(struct ovl_fs *fs, int dirfd, const char *name);
 int ovl_rm_rf_at(int dirfd, const char *name);
+/* Removes everything inside the directory (dirfd, name); 0 or the last -errno. */
+int ovl_empty_dir_at(int dirfd, const char *name);
+/* Calls fn(fd of the directory, entry, ctx) for each entry of (dirfd, name) but "." and
+ * "..", stopping at the first non-zero return, which it returns (or -errno of opening). */
+int ovl_dir_each(int dirfd, const char *name, int (*fn)(int fd, const char *entry, void *ctx),
+		 void *ctx);
 int ovl_copy_xattrs_at(struct ovl_fs *fs, int sdir, const char *sname, int ddir, const char *dname);
 
 /* ---- dir.c ---- */

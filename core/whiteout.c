@@ -203,32 +203,18 @@ int ovl_probe_upper(struct ovl_fs *fs)
 	return 0;
 }
 
+static int clear_entry(int fd, const char *n, void *ctx)
+{
+	(void)ctx;
+	struct stat st;
+	if (fstatat(fd, n, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return 0;
+	if (ovl_is_whiteout_stat(&st) || ovl_is_wh_name(n))
+		return unlinkat(fd, n, 0) < 0 && errno != ENOENT ? -errno : 0;
+	return S_ISDIR(st.st_mode) ? ovl_clear_whiteouts_at(fd, n) : 0;
+}
+
 int ovl_clear_whiteouts_at(int dirfd, const char *name)
 {
-	int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return -errno;
-	}
-	int r = 0;
-	struct dirent *de;
-	while ((de = readdir(d)) && r == 0) {
-		const char *n = de->d_name;
-		if (!strcmp(n, ".") || !strcmp(n, ".."))
-			continue;
-		struct stat st;
-		if (fstatat(fd, n, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			continue;
-		if (ovl_is_whiteout_stat(&st) || ovl_is_wh_name(n)) {
-			if (unlinkat(fd, n, 0) < 0 && errno != ENOENT)
-				r = -errno;
-		} else if (S_ISDIR(st.st_mode)) {
-			r = ovl_clear_whiteouts_at(fd, n);
-		}
-	}
-	closedir(d);
-	return r;
+	return ovl_dir_each(dirfd, name, clear_entry, NULL);
 }
