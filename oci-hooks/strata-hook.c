@@ -41,8 +41,8 @@ static const char *run_dir(void);
 static int mkdir_p(const char *path, mode_t mode);
 static const char *stage = "";
 
-/* podman (4.3) does not show a precreate hook's stderr, only "exit status 1": failures are
- * also appended to RUN_DIR/strata-hook.log, one line each. */
+/* Failures are also appended to RUN_DIR/strata-hook.log, one line each: engines may drop a
+ * hook's stderr (see tell_engine). */
 static void log_failure(const char *text)
 {
 	char path[PATH_MAX];
@@ -60,6 +60,40 @@ static void log_failure(const char *text)
 	close(fd);
 }
 
+/* podman runs a precreate hook with its stdout and stderr on one buffer, which it drops when
+ * the hook fails: the user sees only "exit status 1". So that they also see why, a failing
+ * hook run by podman, buildah or CRI-O writes its message to the engine's own stderr
+ * (/proc/PPID/fd/2) as well, when that is a terminal or a pipe (never a regular file: our
+ * write would race the engine's file offset) and not where our stderr already goes. */
+static void tell_engine(const char *text)
+{
+	char path[64], comm[32] = "";
+	pid_t parent = getppid();
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)parent);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	ssize_t n = read(fd, comm, sizeof(comm) - 1);
+	close(fd);
+	if (n <= 0)
+		return;
+	comm[n] = '\0';
+	comm[strcspn(comm, "\n")] = '\0';
+	if (strcmp(comm, "podman") != 0 && strcmp(comm, "buildah") != 0 &&
+	    strcmp(comm, "crio") != 0)
+		return;
+	snprintf(path, sizeof(path), "/proc/%d/fd/2", (int)parent);
+	fd = open(path, O_WRONLY | O_APPEND | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	struct stat theirs, ours;
+	if (fstat(fd, &theirs) == 0 && (S_ISFIFO(theirs.st_mode) || S_ISCHR(theirs.st_mode)) &&
+	    !(fstat(STDERR_FILENO, &ours) == 0 && ours.st_dev == theirs.st_dev &&
+	      ours.st_ino == theirs.st_ino && ours.st_rdev == theirs.st_rdev))
+		dprintf(fd, "strata-hook: %s: %s\n", stage, text);
+	close(fd);
+}
+
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void die(const char *fmt, ...)
 {
@@ -70,6 +104,7 @@ static void die(const char *fmt, ...)
 	va_end(ap);
 	fprintf(stderr, "strata-hook: %s\n", text);
 	log_failure(text);
+	tell_engine(text);
 	exit(1);
 }
 
