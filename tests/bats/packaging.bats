@@ -130,8 +130,7 @@ teardown_file() {
 
 	# the private namespace: a self bind (chroot's root must be a mount point for the
 	# sandbox's pivot_root), /proc, and a /dev/fuse node made inside the root
-	unshare --mount --propagation private -- sleep 86400 </dev/null >/dev/null 2>&1 3>&- &
-	echo $! >"$HOLDER_FILE"
+	start_holder
 	for i in 1 2 3 4 5 6 7 8 9 10; do holder_pid >/dev/null && break; sleep 0.1; done
 	h=$(holder_pid) || fail "unshare --mount did not start"
 	nsenter -t "$h" -m -- mount --bind "$ROOT" "$ROOT"

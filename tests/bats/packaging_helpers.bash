@@ -62,7 +62,13 @@ pkg_suite() {
 need_mirror() {
 	local uri host port
 	uri=$(pkg_mirror)
+	# through the proxy debootstrap and apt will use, if there is one
+	case $uri in
+	https:*) [ -z "${https_proxy:-}" ] || uri=$https_proxy ;;
+	*) [ -z "${http_proxy:-}" ] || uri=$http_proxy ;;
+	esac
 	host=${uri#*://}
+	host=${host#*@}
 	host=${host%%/*}
 	port=80
 	[ "${uri%%://*}" = https ] && port=443
@@ -71,11 +77,27 @@ need_mirror() {
 		skip "the Debian mirror $uri is unreachable (port $port)"
 }
 
-holder_pid() {
+# proc_start PID: the process's start time (field 22 of /proc/PID/stat), which tells a
+# process from a later one that got the same pid
+proc_start() {
+	sed -E 's/^.*\) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $20 }'
+}
+
+# start_holder: the sleep that holds the private mount namespace; HOLDER_FILE gets
+# "PID STARTTIME".
+start_holder() {
 	local p
-	p=$(cat "$HOLDER_FILE" 2>/dev/null) || return 1
-	# ours: a sleep in a mount namespace other than ours
-	[ -n "$p" ] && [ "$(cat "/proc/$p/comm" 2>/dev/null)" = sleep ] &&
+	unshare --mount --propagation private -- sleep 3600 </dev/null >/dev/null 2>&1 3>&- &
+	p=$!
+	echo "$p $(proc_start "$p")" >"$HOLDER_FILE"
+}
+
+holder_pid() {
+	local p t
+	read -r p t <"$HOLDER_FILE" 2>/dev/null || return 1
+	# ours: the same process (pid and start time), a sleep in a mount namespace not ours
+	[ -n "$p" ] && [ "$(proc_start "$p")" = "$t" ] &&
+		[ "$(cat "/proc/$p/comm" 2>/dev/null)" = sleep ] &&
 		[ "$(readlink "/proc/$p/ns/mnt")" != "$(readlink /proc/self/ns/mnt)" ] || return 1
 	echo "$p"
 }
@@ -89,7 +111,9 @@ inroot() {
 		return 1
 	}
 	nsenter -t "$h" -m -- chroot "$ROOT" /usr/bin/env -i \
-		PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C HOME=/root "$@"
+		PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C HOME=/root \
+		${http_proxy:+http_proxy=$http_proxy} ${https_proxy:+https_proxy=$https_proxy} \
+		${no_proxy:+no_proxy=$no_proxy} "$@"
 }
 
 # need_root_fs: the installed root of the install test is there.
