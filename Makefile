@@ -175,7 +175,7 @@ INSTALL    ?= install
 
 BIN_PROGRAMS := $(filter-out $(BUILD)/strata-hook,$(PROGRAMS))
 HOOK_FILES   := $(wildcard oci-hooks/hooks.d/*.json)
-DOC_FILES    := docs/spec.md docs/containerd.md $(wildcard docs/how-it-works.md docs/setup.md docs/troubleshooting.md)
+DOC_FILES    := docs/spec.md docs/containerd.md docs/how-it-works.md docs/setup.md docs/troubleshooting.md
 
 .PHONY: man uninstall deb rpm
 man: $(MANPAGES)

@@ -28,7 +28,7 @@ fi
 
 rm -rf "$out"
 mkdir -p "$src"
-tar --exclude="./${BUILD#./}" --exclude=./.git --exclude=./debian -cf - . | tar -xf - -C "$src"
+tar --exclude=./build --exclude="./${BUILD#./}" --exclude=./.git --exclude=./debian -cf - . | tar -xf - -C "$src"
 cp -a packaging/debian "$src/debian"
 
 echo "deb: dpkg-buildpackage -b in $src (log: $out/build.log)"

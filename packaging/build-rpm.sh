@@ -26,7 +26,7 @@ fi
 
 rm -rf "$top"
 mkdir -p "$top/SOURCES" "$top/SPECS"
-tar --exclude="./${BUILD#./}" --exclude=./.git --exclude=./debian \
+tar --exclude=./build --exclude="./${BUILD#./}" --exclude=./.git --exclude=./debian \
 	--transform="s|^\./|strata-$VERSION/|" -czf "$top/SOURCES/strata-$VERSION.tar.gz" .
 cp "$spec" "$top/SPECS/"
 
