@@ -55,11 +55,9 @@ if [ "${LINTIAN:-1}" != 0 ]; then
 	fi
 	echo "deb: lintian $out/strata_${VERSION}_$arch.changes"
 	# as root lintian wants --allow-root; errors fail, warnings are shown
-	lintian --allow-root --fail-on error --suppress-tags-from-file /dev/null \
-		"$out/strata_${VERSION}_$arch.changes" | tee "$out/lintian.log" | sed 's/^/deb:   /'
-	status=${PIPESTATUS[0]}
-	if [ "$status" -ne 0 ]; then
-		echo "deb: lintian found errors" >&2
+	if ! lintian --allow-root --fail-on error "$out/strata_${VERSION}_$arch.changes" |
+		tee "$out/lintian.log" | sed 's/^/deb:   /'; then
+		echo "deb: lintian found errors (or failed): $out/lintian.log" >&2
 		exit 1
 	fi
 fi
