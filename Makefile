@@ -7,7 +7,12 @@
 #   make demo         deps, build, then scripts/demo.sh (a 3-layer overlay, step by step)
 #   make format       clang-format -i every C source and header
 #   make format-check fail if clang-format would change anything
-#   make install      copy the programs to $(DESTDIR)$(PREFIX)/bin (PREFIX=/usr/local)
+#   make install      programs, man pages, hooks.d files and docs under $(DESTDIR)$(PREFIX)
+#                     (PREFIX=/usr/local; also BINDIR LIBEXECDIR DATADIR MANDIR DOCDIR HOOKSDIR)
+#   make uninstall    remove what make install installed
+#   make man          the man pages (docs/*.scd, scdoc) in $(BUILD)/man; part of `make`
+#   make deb          a Debian package ($(BUILD)/deb/strata_VERSION_ARCH.deb), lintian-checked
+#   make rpm          an RPM from packaging/rpm/strata.spec ($(BUILD)/rpm/RPMS/)
 #   make fuzz         build the libFuzzer target for the strata spec parser (clang) and run it
 #                     for FUZZ_TIME seconds (default 60) on tests/fuzz/corpus/spec
 #   make bench        time stratafs against kernel overlayfs and fuse-overlayfs (root; not
@@ -150,11 +155,83 @@ fuzz: fuzz-build
 bench: $(BUILD)/stratafs
 	@BUILD=$(BUILD) python3 tests/bench/bench.py
 
-PREFIX  ?= /usr/local
-BINDIR  ?= $(PREFIX)/bin
+# ---- man pages, install, packages ----------------------------------------------
+# Man pages: docs/NAME.SECTION.scd (scdoc), generated into $(BUILD)/man/ by `make`.
+VERSION   := $(shell sed -n 's/^[#]define STRATA_VERSION "\(.*\)"$$/\1/p' core/ovl.h)
+SCDOC     ?= scdoc
+MAN_SRCS  := $(wildcard docs/*.[1-8].scd)
+MANPAGES  := $(patsubst docs/%.scd,$(BUILD)/man/%,$(MAN_SRCS))
+
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+LIBEXECDIR ?= $(PREFIX)/libexec
+DATADIR    ?= $(PREFIX)/share
+MANDIR     ?= $(DATADIR)/man
+DOCDIR     ?= $(DATADIR)/doc/strata
+# podman reads /usr/share/containers/oci/hooks.d and /etc/containers/oci/hooks.d; with
+# PREFIX=/usr/local pass HOOKSDIR=/usr/share/containers/oci/hooks.d or use --hooks-dir.
+HOOKSDIR   ?= $(DATADIR)/containers/oci/hooks.d
+INSTALL    ?= install
+
+BIN_PROGRAMS := $(filter-out $(BUILD)/strata-hook,$(PROGRAMS))
+HOOK_FILES   := $(wildcard oci-hooks/hooks.d/*.json)
+DOC_FILES    := docs/spec.md docs/containerd.md docs/how-it-works.md docs/setup.md docs/troubleshooting.md
+
+.PHONY: man uninstall deb rpm
+man: $(MANPAGES)
+all: $(MANPAGES)
+
+$(BUILD)/man/%: docs/%.scd core/ovl.h
+	@mkdir -p $(@D)
+	sed 's/@VERSION@/$(VERSION)/g' $< | \
+		SOURCE_DATE_EPOCH=$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/dev/null || date +%s)} \
+		$(SCDOC) >$@.tmp && mv $@.tmp $@
+
+# The hooks.d files and storage.conf name installed paths, so they are written here,
+# at install time, from oci-hooks/hooks.d/*.json and packaging/storage.conf.in:
+# hook.path becomes $(LIBEXECDIR)/strata/strata-hook, and the hook is told where strata
+# is (it looks next to itself by default, and it is not in bin/).
 install: all
-	install -d $(DESTDIR)$(BINDIR)
-	install -m 0755 $(PROGRAMS) $(DESTDIR)$(BINDIR)/
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man8 \
+		$(DESTDIR)$(DOCDIR)
+	$(INSTALL) -m 0755 $(BIN_PROGRAMS) $(DESTDIR)$(BINDIR)/
+	$(INSTALL) -m 0644 $(filter %.1,$(MANPAGES)) $(DESTDIR)$(MANDIR)/man1/
+	$(INSTALL) -m 0644 $(filter %.8,$(MANPAGES)) $(DESTDIR)$(MANDIR)/man8/
+	@mkdir -p $(BUILD)/install
+	sed 's|@BINDIR@|$(BINDIR)|g' packaging/storage.conf.in >$(BUILD)/install/storage.conf
+	$(INSTALL) -m 0644 $(BUILD)/install/storage.conf $(DOC_FILES) $(DESTDIR)$(DOCDIR)/
+ifneq ($(filter $(BUILD)/strata-hook,$(PROGRAMS)),)
+	$(INSTALL) -d $(DESTDIR)$(LIBEXECDIR)/strata $(DESTDIR)$(HOOKSDIR)
+	$(INSTALL) -m 0755 $(BUILD)/strata-hook $(DESTDIR)$(LIBEXECDIR)/strata/
+	@set -e; for f in $(HOOK_FILES); do \
+		out=$(BUILD)/install/$${f##*/}; \
+		sed -e 's|"path": *"[^"]*"|"path": "$(LIBEXECDIR)/strata/strata-hook"|' \
+		    -e 's|"args": *\[ *"strata-hook", *|"args": ["strata-hook", "--strata", "$(BINDIR)/strata", |' \
+		    "$$f" >"$$out"; \
+		grep -qF '"path": "$(LIBEXECDIR)/strata/strata-hook"' "$$out" && \
+		grep -qF '"--strata", "$(BINDIR)/strata"' "$$out" || \
+			{ echo "install: cannot rewrite hook.path/args in $$f" >&2; exit 1; }; \
+		echo "$(INSTALL) -m 0644 $$out $(DESTDIR)$(HOOKSDIR)/"; \
+		$(INSTALL) -m 0644 "$$out" $(DESTDIR)$(HOOKSDIR)/; \
+	done
+endif
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,stratafs strata)
+	rm -f $(DESTDIR)$(LIBEXECDIR)/strata/strata-hook
+	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(filter %.1,$(MANPAGES))))
+	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man8/,$(notdir $(filter %.8,$(MANPAGES))))
+	rm -f $(addprefix $(DESTDIR)$(HOOKSDIR)/,$(notdir $(HOOK_FILES)))
+	rm -f $(DESTDIR)$(DOCDIR)/storage.conf $(addprefix $(DESTDIR)$(DOCDIR)/,$(notdir $(DOC_FILES)))
+	rmdir $(DESTDIR)$(LIBEXECDIR)/strata $(DESTDIR)$(DOCDIR) 2>/dev/null || true
+
+# Binary packages of the working tree, in $(BUILD)/deb and $(BUILD)/rpm
+# (packaging/build-deb.sh, packaging/build-rpm.sh say how).
+deb:
+	@BUILD=$(BUILD) VERSION=$(VERSION) packaging/build-deb.sh
+
+rpm:
+	@BUILD=$(BUILD) VERSION=$(VERSION) packaging/build-rpm.sh
 
 clean:
 	rm -rf $(BUILD)

@@ -7,11 +7,13 @@
 # may not be allowed in a container).
 set -euo pipefail
 
-BUILD_PKGS=(gcc make pkg-config libfuse3-dev libjson-c-dev libcap-dev libseccomp-dev clang-format)
+BUILD_PKGS=(gcc make pkg-config libfuse3-dev libjson-c-dev libcap-dev libseccomp-dev clang-format
+	scdoc) # man pages (docs/*.scd)
 TEST_PKGS=(fuse3 attr acl bats bats-assert bats-support bats-file fuse-overlayfs podman runc
 	uidmap busybox-static util-linux kmod
 	jq               # driver.bats and the demo read strata's JSON
-	clang libclang-rt-dev) # libFuzzer for the spec parser (make fuzz, run briefly by driver.bats)
+	clang libclang-rt-dev # libFuzzer for the spec parser (make fuzz, run briefly by driver.bats)
+	dpkg-dev debhelper fakeroot lintian rpm debootstrap) # make deb/rpm, packaging.bats
 
 missing=()
 for pkg in "${BUILD_PKGS[@]}" "${TEST_PKGS[@]}"; do
