@@ -181,7 +181,9 @@ static json_object *parse_json(const char *text, size_t len, const char **err)
 	return o;
 }
 
-/* The strata binary: --strata, $STRATA, else "strata" next to this program. */
+/* The strata binary: --strata, $STRATA, else "strata" next to this program (the build
+ * tree), else ../../bin/strata from it (installed: LIBEXECDIR/strata/strata-hook and
+ * BINDIR/strata under one prefix), else the first strata on $PATH. */
 static const char *strata_path(void)
 {
 	static char buf[PATH_MAX];
@@ -190,14 +192,32 @@ static const char *strata_path(void)
 	const char *e = getenv("STRATA");
 	if (e && *e)
 		return e;
-	ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 8);
+	ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 32);
 	if (n > 0) {
 		buf[n] = 0;
 		char *slash = strrchr(buf, '/');
 		if (slash) {
 			strcpy(slash + 1, "strata");
-			return buf;
+			if (access(buf, X_OK) == 0)
+				return buf;
+			strcpy(slash + 1, "../../bin/strata");
+			if (access(buf, X_OK) == 0)
+				return buf;
 		}
+	}
+	const char *path = getenv("PATH");
+	if (!path || !*path)
+		path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+	while (*path) {
+		size_t len = strcspn(path, ":");
+		if (len > 0 && path[0] == '/' &&
+		    (size_t)snprintf(buf, sizeof(buf), "%.*s/strata", (int)len, path) <
+			    sizeof(buf) &&
+		    access(buf, X_OK) == 0)
+			return buf;
+		path += len;
+		if (*path == ':')
+			path++;
 	}
 	return "strata";
 }

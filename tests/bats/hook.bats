@@ -198,3 +198,27 @@ bad_annotation()
 	grep -q '^strata-hook: .*lower\[0\]' "$L/err"
 	assert_no_strata_leftovers
 }
+
+@test "without --strata or STRATA the hook finds strata next to it, in ../../bin (installed layout), or on PATH" {
+	local p=$L/prefix cfg=$L/cfg.json
+	mkdir -p "$p/libexec/strata" "$p/bin" "$p/elsewhere"
+	cp "$HOOK" "$p/libexec/strata/strata-hook"
+	jq -n --arg s '{"lower": ["/nonexistent-strata-layer"]}' \
+		'{root: {path: "/x"}, annotations: {"io.strata.spec": $s}}' >"$cfg"
+	# hook_nostrata: the copied hook, with strata only where the caller put it.
+	hook_nostrata() { env -u STRATA PATH="$1" timeout 30 "$p/libexec/strata/strata-hook" \
+		--state-dir "$SD" --run-dir "$RD" precreate <"$cfg" 2>&1 3>&-; }
+	run hook_nostrata /usr/bin:/bin
+	assert_failure
+	assert_output --partial "cannot run strata"
+	cp "$STRATA" "$p/bin/strata"
+	run hook_nostrata /usr/bin:/bin
+	assert_failure
+	assert_output --partial "lower[0]"
+	rm "$p/bin/strata"
+	cp "$STRATA" "$p/elsewhere/strata"
+	run hook_nostrata "/usr/bin:$p/elsewhere:/bin"
+	assert_failure
+	assert_output --partial "lower[0]"
+	assert_no_strata_leftovers
+}
