@@ -149,6 +149,9 @@ int strata_exit_write(int dirfd, const char *id, int wstatus);
 json_object *strata_exit_read(int dirfd, const char *id);
 
 /* ---- status.c ---- */
+/* Adds what the server's probe chose (its "stratafs: features:" log line: whiteout form,
+ * opaque marker, xattr namespace, override-stat xattr, idmap) to the features object. */
+void strata_add_probed_features(int dirfd, const char *id, json_object *features);
 /* What the kernel says about the server's confinement (a new reference). */
 json_object *strata_sandbox_json(pid_t pid);
 /* The status document of a record, with its live state (mounted, mounting, dead, detached).
