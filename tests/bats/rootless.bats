@@ -245,6 +245,15 @@ build_owned() {
 	refute_output --partial FAIL
 }
 
+@test "userns: stratafs reads and changes like the kernel's overlayfs (userxattr) in the same namespace" {
+	need_user
+	run in_userns 'ns_kernel_compare'
+	echo "$output"
+	assert_success
+	refute_output --partial FAIL
+	[[ "$output" != *SKIP:* ]] || skip "${output#*SKIP: }"
+}
+
 @test "userns: the same with mknod refused (.wh. whiteouts) and no user xattrs (.wh..wh..opq)" {
 	need_user
 	STRATAFS_DISABLE=whiteout-mknod,xattr-user run in_userns 'ns_semantics file .wh..wh..opq'
