@@ -67,6 +67,10 @@ struct strata_spec {
 	bool threaded;
 	double timeout;
 	bool timeout_set;
+	/* owners (stratafs's xattr_permissions=, squash_*); squash ids -1 when not given */
+	int xattr_permissions;
+	bool squash_to_root;
+	int64_t squash_uid, squash_gid;
 	char *context;
 	unsigned long mflags; /* MS_* for mount(2) */
 	struct strata_idmap *uidmap, *gidmap;

@@ -273,6 +273,20 @@ build_owned() {
 	[ -z "$(rl_user_pids | xargs -r ps -o comm= -p | grep -E 'stratafs|strata-monitor')" ]
 }
 
+@test "userns: files of unmapped owners show as 65534 and are read-only; squash_to_root (strata squashToRoot) makes them writable" {
+	need_user
+	command -v jq >/dev/null || skip "jq is not installed"
+	local lower=$RL_DIR/foreign
+	mkdir -p "$lower/d"
+	echo root-owned >"$lower/d/f"
+	chmod 0755 "$lower" "$lower/d"
+	chmod 0644 "$lower/d/f"
+	RL_ENV="XDG_RUNTIME_DIR=$RL_DIR/work/xdg-strata" run in_userns "ns_foreign '$lower'"
+	echo "$output"
+	assert_success
+	refute_output --partial FAIL
+}
+
 @test "strata: uidMappings/gidMappings in the spec map owners like uidmapping=" {
 	command -v jq >/dev/null || skip "jq is not installed"
 	build_owned
@@ -290,6 +304,27 @@ build_owned() {
 	run stat -c %u:%g "$T/upper/zero"
 	assert_output 1:2
 	run "$STRATA_REPO/build/strata" --state-dir "$T/state" unmount map1
+	assert_success
+	_unregister_mount "$T/mnt"
+}
+
+@test "strata: options.xattrPermissions keeps chown/chmod in user.containers.override_stat" {
+	command -v jq >/dev/null || skip "jq is not installed"
+	build_owned
+	local out spec
+	spec=$(printf '{"id": "xp1", "target": "%s", "lower": ["%s"], "upper": "%s", "work": "%s",
+		"options": {"xattrPermissions": 2}}' "$T/mnt" "$T/l1" "$T/upper" "$T/work")
+	out=$("$STRATA_REPO/build/strata" --state-dir "$T/state" mount <<<"$spec")
+	_register_mount strata "$T/mnt"
+	[ "$(jq -r .features.overrideStat <<<"$out")" = user.containers.override_stat ] || { echo "$out"; false; }
+	[ "$(jq -r .features.xattrPermissions <<<"$out")" = 2 ]
+	chown 42:43 "$T/mnt/thousand"
+	chmod 0604 "$T/mnt/thousand"
+	run stat -c '%u:%g %a' "$T/mnt/thousand" "$T/upper/thousand"
+	assert_output "$(printf '42:43 604\n1000:1000 644')"
+	run getfattr --absolute-names --only-values -n user.containers.override_stat "$T/upper/thousand"
+	assert_output "42:43:0604:file"
+	run "$STRATA_REPO/build/strata" --state-dir "$T/state" unmount xp1
 	assert_success
 	_unregister_mount "$T/mnt"
 }

@@ -497,3 +497,38 @@ ns_kernel_compare() {
 	trap - EXIT
 	rm -rf "$b"
 }
+
+# ns_foreign LOWER: a lower layer owned by ids this namespace does not map (host root)
+# shows them as the overflow id; root of the namespace may not write there (the kernel
+# checks the shown owner), unless squash_to_root shows them as its own: through stratafs
+# directly and through strata's options.squashToRoot.
+ns_foreign() {
+	local lower=$1 b out id=rlf-$$
+	b=$(mktemp -d "$RL_DIR/work/foreign.XXXXXX")
+	mkdir -p "$b"/u "$b"/w "$b"/m "$b"/u2 "$b"/w2
+	ns_mount "$lower" "$b/u" "$b/w" "$b/m"
+	trap "umount '$b/m' 2>/dev/null || true" EXIT
+	ns_expect "foreign owner shows as the overflow id" "$(stat -c %u:%g "$b"/m/d/f)" \
+		"$(cat /proc/sys/kernel/overflowuid):$(cat /proc/sys/kernel/overflowgid)"
+	if (echo more >>"$b"/m/d/f) 2>/dev/null; then
+		ns_fail "root of the namespace wrote to a file of an unmapped owner"
+		return 1
+	fi
+	echo "ok: writing a file of an unmapped owner is refused"
+	ns_umount "$b/m"
+	trap - EXIT
+	mkdir -p "$XDG_RUNTIME_DIR"
+	chmod 0700 "$XDG_RUNTIME_DIR"
+	out=$(printf '{"id": "%s", "target": "%s", "lower": ["%s"], "upper": "%s", "work": "%s",
+		"options": {"squashToRoot": true}}' "$id" "$b/m" "$lower" "$b/u2" "$b/w2" |
+		STRATAFS=$RL_DIR/stratafs "$RL_DIR/strata" mount) ||
+		ns_fail "strata mount: $out" || return 1
+	trap "'$RL_DIR/strata' unmount '$id' >/dev/null 2>&1 || umount '$b/m' 2>/dev/null || true" EXIT
+	ns_expect "features.squashToRoot" "$(jq -r .features.squashToRoot <<<"$out")" true
+	ns_expect "squash_to_root shows the namespace's root" "$(stat -c %u:%g "$b"/m/d/f)" 0:0
+	echo more >>"$b"/m/d/f || ns_fail "write with squash_to_root" || return 1
+	ns_expect "copy-up of a foreign file" "$(cat "$b"/u2/d/f)" "$(printf 'root-owned\nmore')"
+	out=$("$RL_DIR/strata" unmount "$id") || ns_fail "strata unmount: $out" || return 1
+	trap - EXIT
+	rm -rf "$b"
+}
