@@ -373,7 +373,7 @@ build_owned() {
 	assert_success
 	# no mount program process or mount of this store is left
 	local i left
-	for i in $(seq 100); do
+	for i in $(seq 300); do
 		left=$(rl_user_pids | xargs -r ps -o pid=,comm= -p | grep -E 'stratafs|conmon' || true)
 		[ -z "$left" ] && break
 		sleep 0.1

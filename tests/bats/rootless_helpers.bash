@@ -164,7 +164,8 @@ ns_umount() {
 	local pid i
 	pid=$(ns_server_pid "$1")
 	umount "$1" || return 1
-	for i in $(seq 200); do
+	# polled; generous, for loaded machines
+	for i in $(seq 600); do
 		[ -z "$pid" ] || [ ! -d "/proc/$pid" ] && return 0
 		grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null && return 0
 		sleep 0.05
