@@ -380,3 +380,19 @@ build_owned() {
 	done
 	[ -z "$left" ] || fail "left behind after podman rm: $left"
 }
+
+@test "strata: an unprivileged user outside a user namespace is told to use one" {
+	need_user
+	command -v jq >/dev/null || skip "jq is not installed"
+	RL_ENV="XDG_RUNTIME_DIR=$RL_DIR/work/xdg-plain" run as_user '
+		mkdir -p "$XDG_RUNTIME_DIR" && chmod 0700 "$XDG_RUNTIME_DIR"
+		b=$(mktemp -d "$RL_DIR/work/plain.XXXXXX") && mkdir "$b/l" "$b/u" "$b/w" "$b/m"
+		printf "{\"id\": \"p1\", \"target\": \"%s\", \"lower\": [\"%s\"], \"upper\": \"%s\", \"work\": \"%s\"}" \
+			"$b/m" "$b/l" "$b/u" "$b/w" | STRATAFS="$RL_DIR/stratafs" "$RL_DIR/strata" mount 2>/dev/null'
+	echo "$output"
+	assert_failure 1
+	[ "$(jq -r .error.code <<<"$output")" = EPERM ]
+	[[ "$(jq -r .error.message <<<"$output")" == *"unshare --user --map-root-user --mount"* ]]
+	# and it left no record behind
+	[ -z "$(ls "$RL_DIR/work/xdg-plain/strata/" 2>/dev/null | grep json)" ]
+}
