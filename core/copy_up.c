@@ -374,7 +374,18 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *n, bool data)
 		goto fail;
 	/* linked 0: index_settle counts this name once it is in place */
 	origin_set(fs, fs->workfd, tmp, n->ino, use_index, st.st_nlink, 0);
-	if (fchownat(fs->workfd, tmp, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) < 0) {
+	if (fs->p.xattr_permissions) {
+		/* the copy records what the lower showed (its override, or its inode), in the
+		 * name this mount writes; its own owner is what we may give it */
+		struct stat ost = st;
+		ovl_override_apply(fs, lpfd, name, &ost);
+		r = ovl_set_owner(fs, fs->workfd, tmp, ost.st_uid, ost.st_gid, ost.st_mode,
+				  ost.st_rdev);
+		if (r < 0)
+			goto fail;
+		fchownat(fs->workfd, tmp, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW);
+	} else if (fchownat(fs->workfd, tmp, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) < 0 &&
+		   !ovl_idmap_squashed(fs)) {
 		r = -errno;
 		goto fail;
 	}

@@ -63,14 +63,16 @@ struct owner {
 	bool sgid_dir; /* parent is setgid: new dirs inherit the bit */
 };
 
-static void new_owner(fuse_req_t req, int udir, struct owner *o)
+/* The stored owner of a new object: the caller's ids unmapped (a caller outside the mapping
+ * gets the overflow id, as with fuse-overlayfs), or the parent's group below a setgid dir. */
+static void new_owner(struct ovl_fs *fs, fuse_req_t req, int udir, struct owner *o)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
-	o->uid = ctx->uid;
-	o->gid = ctx->gid;
+	ovl_uid_disk(fs, ctx->uid, &o->uid);
+	ovl_gid_disk(fs, ctx->gid, &o->gid);
 	o->sgid_dir = false;
 	struct stat pst;
-	if (fstatat(udir, "", &pst, AT_EMPTY_PATH) == 0 && (pst.st_mode & S_ISGID)) {
+	if (ovl_override_current(fs, udir, "", &pst) == 0 && (pst.st_mode & S_ISGID)) {
 		o->gid = pst.st_gid;
 		o->sgid_dir = true;
 	}
@@ -111,6 +113,7 @@ static int make_entry(struct ovl_fs *fs, struct ovl_node *dir, int udir, const c
 	struct ovl_lookup_res res = { 0 };
 	if (fstatat(udir, name, &res.st, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
+	ovl_override_apply(fs, udir, name, &res.st);
 	res.top = fs->upper;
 	res.ino = res.st.st_ino;
 	uint16_t up = fs->upper;
@@ -140,7 +143,7 @@ int ovl_mknod(struct ovl_fs *fs, fuse_req_t req, fuse_ino_t parent, const char *
 		return r;
 	autoclose int udir = s.udir;
 	struct owner o;
-	new_owner(req, udir, &o);
+	new_owner(fs, req, udir, &o);
 	bool isdir = S_ISDIR(mode);
 	if (!link)
 		mode = (mode & S_IFMT) | new_mode(fs, req, udir, mode & 07777);
@@ -155,10 +158,19 @@ int ovl_mknod(struct ovl_fs *fs, fuse_req_t req, fuse_ino_t parent, const char *
 		r = mkdirat(target, tname, mode & 07777);
 	else
 		r = mknodat(target, tname, mode, rdev);
+	if (r < 0 && errno == EPERM && fs->p.xattr_permissions &&
+	    (S_ISCHR(mode) || S_ISBLK(mode))) {
+		/* no CAP_MKNOD (rootless): an empty file, the override xattr keeps the type */
+		r = mknodat(target, tname, S_IFREG | 0600, 0);
+	}
 	if (r < 0)
 		return -errno;
-	if (fchownat(target, tname, o.uid, o.gid, AT_SYMLINK_NOFOLLOW) < 0)
+	if ((r = ovl_set_owner(fs, target, tname, o.uid, o.gid,
+			       link ? S_IFLNK | 0777 : mode | (isdir && o.sgid_dir ? S_ISGID : 0),
+			       rdev)) < 0) {
+		errno = -r;
 		goto fail;
+	}
 	if (isdir && via_work) {
 		if (o.sgid_dir && fchmodat(target, tname, (mode & 07777) | S_ISGID, 0) < 0)
 			goto fail;
@@ -191,7 +203,7 @@ int ovl_create(struct ovl_fs *fs, fuse_req_t req, fuse_ino_t parent, const char 
 		return r;
 	autoclose int udir = s.udir;
 	struct owner o;
-	new_owner(req, udir, &o);
+	new_owner(fs, req, udir, &o);
 	mode = new_mode(fs, req, udir, mode & 07777);
 	bool via_work = s.whiteout || s.wh_file;
 	int target = via_work ? fs->workfd : udir;
@@ -203,8 +215,10 @@ int ovl_create(struct ovl_fs *fs, fuse_req_t req, fuse_ino_t parent, const char 
 	autoclose int fd = openat(target, tname, flags, mode);
 	if (fd < 0)
 		return -errno;
-	if (fchown(fd, o.uid, o.gid) < 0)
+	if ((r = ovl_set_owner(fs, target, tname, o.uid, o.gid, S_IFREG | mode, 0)) < 0) {
+		errno = -r;
 		goto fail;
+	}
 	if (via_work && (r = place_from_work(fs, tmp, &s, name, false)) < 0) {
 		errno = -r;
 		goto fail;
@@ -497,6 +511,7 @@ int ovl_link(struct ovl_fs *fs, fuse_ino_t ino, fuse_ino_t newparent, const char
 	struct stat st;
 	if (fstatat(udir, newname, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
+	ovl_override_apply(fs, udir, newname, &st);
 	ovl_node_ref(fs, n);
 	ovl_fill_entry(fs, n, &st, e);
 	e->entry_timeout = 0; /* n keeps its first name: let the kernel look the new one up */

@@ -668,8 +668,7 @@ int ovl_getattr_node(struct ovl_fs *fs, struct ovl_node *n, struct stat *st)
 {
 	if (n->unlinked) {
 		pthread_mutex_lock(&n->lock);
-		int r = n->ufd >= 0 ? (fstatat(n->ufd, "", st, AT_EMPTY_PATH) < 0 ? -errno : 0) :
-				      -ENOENT;
+		int r = n->ufd >= 0 ? ovl_override_current(fs, n->ufd, "", st) : -ENOENT;
 		pthread_mutex_unlock(&n->lock);
 		if (r == 0)
 			ovl_fixup_stat(fs, n, st);
@@ -685,7 +684,7 @@ int ovl_getattr_node(struct ovl_fs *fs, struct ovl_node *n, struct stat *st)
 	int fd = ovl_node_layer_fd(fs, n, pl.top);
 	if (fd < 0)
 		return fd;
-	r = fstatat(fd, "", st, AT_EMPTY_PATH) < 0 ? -errno : 0;
+	r = ovl_override_current(fs, fd, "", st);
 	close(fd);
 	if (r == 0 && pl.top == fs->upper && !S_ISDIR(st->st_mode) &&
 	    (st->st_nlink > 1 || n->indexed)) {
@@ -725,19 +724,41 @@ int ovl_setattr(struct ovl_fs *fs, struct ovl_node *n, struct stat *attr, int to
 	char path[64];
 	ovl_fdpath(path, sizeof(path), fd, NULL);
 	struct stat cur;
-	if (fstatat(fd, "", &cur, AT_EMPTY_PATH) < 0)
-		return -errno;
+	r = ovl_override_current(fs, fd, "", &cur);
+	if (r < 0)
+		return r;
 	if (to_set & FUSE_SET_ATTR_MODE) {
 		if (S_ISLNK(cur.st_mode))
 			return -EOPNOTSUPP;
-		if (chmod(path, attr->st_mode & 07777) < 0)
+		if (fs->p.xattr_permissions) {
+			/* the mode lives in the override xattr, the inode keeps what it has */
+			cur.st_mode = (cur.st_mode & S_IFMT) | (attr->st_mode & 07777);
+			r = ovl_override_set(fs, fd, "", cur.st_uid, cur.st_gid, cur.st_mode,
+					     cur.st_rdev);
+			if (r < 0)
+				return r;
+		} else if (chmod(path, attr->st_mode & 07777) < 0) {
 			return -errno;
+		}
 	}
 	if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
-		uid_t u = (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : (uid_t)-1;
-		gid_t g = (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : (gid_t)-1;
-		if (fchownat(fd, "", u, g, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
-			return -errno;
+		/* the kernel sends shown ids: store the unmapped ones */
+		uid_t u = (uid_t)-1;
+		gid_t g = (gid_t)-1;
+		if ((to_set & FUSE_SET_ATTR_UID) && ovl_uid_disk(fs, attr->st_uid, &u) < 0 &&
+		    !ovl_idmap_squashed(fs))
+			return -EINVAL;
+		if ((to_set & FUSE_SET_ATTR_GID) && ovl_gid_disk(fs, attr->st_gid, &g) < 0 &&
+		    !ovl_idmap_squashed(fs))
+			return -EINVAL;
+		if (fs->p.xattr_permissions) {
+			/* the override keeps both ids: fill in the one that stays */
+			u = u == (uid_t)-1 ? cur.st_uid : u;
+			g = g == (gid_t)-1 ? cur.st_gid : g;
+		}
+		r = ovl_set_owner(fs, fd, "", u, g, cur.st_mode, cur.st_rdev);
+		if (r < 0)
+			return r;
 	}
 	if (to_set & FUSE_SET_ATTR_SIZE) {
 		if (!S_ISREG(cur.st_mode))
@@ -777,8 +798,9 @@ int ovl_setattr(struct ovl_fs *fs, struct ovl_node *n, struct stat *attr, int to
 				return r;
 		}
 	}
-	if (fstatat(fd, "", out, AT_EMPTY_PATH) < 0)
-		return -errno;
+	r = ovl_override_current(fs, fd, "", out);
+	if (r < 0)
+		return r;
 	ovl_fixup_stat(fs, n, out);
 	return 0;
 }

@@ -108,6 +108,13 @@ int ovl_layers_open(struct ovl_fs *fs, char *err, size_t errlen)
 		clean_work(fs);
 		ovl_probe_upper(fs);
 	}
+	ovl_idmap_init(fs);
+	if (p->sandbox != OVL_SANDBOX_OFF || p->debug) {
+		/* one line for the log: the strata driver reports it as the mount's features */
+		char feat[512];
+		ovl_features_string(fs, feat, sizeof(feat));
+		fprintf(stderr, "stratafs: features: %s\n", feat);
+	}
 	return 0;
 }
 

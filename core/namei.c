@@ -211,6 +211,7 @@ int ovl_lookup_name(struct ovl_fs *fs, struct ovl_node *dir, const struct ovl_pl
 			break;
 		if (res->top < 0) {
 			res->top = l;
+			ovl_override_apply(fs, dfd, name, &st);
 			res->st = st;
 			res->ino = st.st_ino;
 			if (fs->layers[l].upper)
@@ -288,6 +289,7 @@ void ovl_fill_entry(struct ovl_fs *fs, struct ovl_node *n, const struct stat *st
 	e->generation = 0;
 	e->attr = *st;
 	ovl_fixup_stat(fs, n, &e->attr);
+	ovl_idmap_stat(fs, &e->attr);
 	e->attr_timeout = fs->timeout;
 	e->entry_timeout = fs->timeout;
 	/* several names, several nodes: do not let the kernel keep stale counts and sizes */

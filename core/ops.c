@@ -102,16 +102,19 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	if (fi && n->type == S_IFREG) {
 		ovl_file_refresh(fs, ino, (int)fi->fh);
 		r = fstat((int)fi->fh, &st) < 0 ? -errno : 0;
-		if (r == 0)
+		if (r == 0) {
+			ovl_override_apply(fs, (int)fi->fh, "", &st);
 			ovl_fixup_stat(fs, n, &st);
+		}
 	} else {
 		r = ovl_getattr_node(fs, n, &st);
 	}
-	if (r < 0)
+	if (r < 0) {
 		fuse_reply_err(req, -r);
-	else
-		fuse_reply_attr(
-			req, &st,
+		return;
+	}
+	ovl_idmap_stat(fs, &st);
+	fuse_reply_attr(req, &st,
 			(st.st_nlink > 1 && S_ISREG(st.st_mode)) || n->unlinked ? 0 : fs->timeout);
 }
 
@@ -122,10 +125,12 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	struct ovl_node *n = ovl_node_get(fs, ino);
 	struct stat st;
 	int r = n ? ovl_setattr(fs, n, attr, to_set, fi, &st) : -ESTALE;
-	if (r < 0)
+	if (r < 0) {
 		fuse_reply_err(req, -r);
-	else
-		fuse_reply_attr(req, &st, fs->timeout);
+		return;
+	}
+	ovl_idmap_stat(fs, &st);
+	fuse_reply_attr(req, &st, fs->timeout);
 }
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)

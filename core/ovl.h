@@ -24,6 +24,9 @@
 struct ovl_fs;
 
 /* ---- params.c ---- */
+/* One range of uidmapping=/gidmapping= "INSIDE:OUTSIDE:LEN" (containers-storage writes
+ * "ContainerID:HostID:Size"): ids INSIDE.. as stored in the layers are shown as OUTSIDE..
+ * (see idmap.c for the direction). */
 struct ovl_idmap {
 	uint32_t inside, outside, len;
 };
@@ -47,12 +50,13 @@ struct ovl_params {
 	bool foreground;
 	bool debug;
 	bool readonly;
-	/* accepted now, implemented by the idmap issue */
+	/* owners: idmap.c */
 	struct ovl_idmap *uidmap, *gidmap;
 	int nuidmap, ngidmap;
 	bool squash_to_root;
-	long squash_uid, squash_gid;
-	int xattr_permissions;
+	long squash_uid, squash_gid; /* -1: not set */
+	int xattr_permissions; /* 0, 1 (security.*) or 2 (user.containers.override_stat) */
+	bool userxattr; /* overlay markers in user.overlay.* only (as the kernel's -o userxattr) */
 	int sandbox; /* sandbox=1|userxattr (OVL_SANDBOX_*), set by the strata driver */
 	/* mount flags passed to the kernel */
 	char *vfs_opts; /* "nodev,nosuid,..." */
@@ -66,6 +70,56 @@ int ovl_split_lowerdir(const char *val, char ***out);
 /* Checks the combination of options. Returns 0 or -1 with err. */
 int ovl_params_validate(struct ovl_params *p, char *err, size_t errlen);
 void ovl_params_free(struct ovl_params *p);
+
+/* ---- idmap.c ---- */
+/* Reads the kernel's overflow ids (65534 unless changed). */
+void ovl_idmap_init(struct ovl_fs *fs);
+/* Maps id through the n ranges of m: to_shown maps stored -> shown, else shown -> stored.
+ * No ranges: the identity. Returns 0, or -EINVAL when no range holds id. */
+int ovl_idmap_lookup(const struct ovl_idmap *m, int n, uint32_t id, bool to_shown, uint32_t *out);
+/* The owner shown for a stored one: squash_*, else the mapping, else the overflow id. */
+uid_t ovl_uid_shown(const struct ovl_fs *fs, uid_t disk);
+gid_t ovl_gid_shown(const struct ovl_fs *fs, gid_t disk);
+/* The owner to store for a shown one (a caller's, a chown's): 0, or -EINVAL when the id is
+ * in no range (*disk is then the overflow id). */
+int ovl_uid_disk(const struct ovl_fs *fs, uid_t shown, uid_t *disk);
+int ovl_gid_disk(const struct ovl_fs *fs, gid_t shown, gid_t *disk);
+bool ovl_idmap_squashed(const struct ovl_fs *fs);
+bool ovl_is_acl_xattr(const char *name);
+/* Maps the named user/group entries of a POSIX ACL xattr value in place (stored -> shown
+ * with to_shown, else shown -> stored). No mapping: untouched. 0, or -EINVAL for a malformed
+ * value or (to stored) an id outside the mapping. */
+int ovl_idmap_acl(const struct ovl_fs *fs, void *value, size_t size, bool to_shown);
+/* Replaces st's stored owner by the shown one; once, right before a stat goes to the kernel. */
+void ovl_idmap_stat(const struct ovl_fs *fs, struct stat *st);
+/* Owner, mode and type kept in an xattr ("uid:gid:0mode[:type]", containers-storage's
+ * format; type: file dir symlink pipe socket char-MAJ-MIN block-MAJ-MIN). */
+struct ovl_override {
+	uid_t uid;
+	gid_t gid;
+	mode_t mode; /* permission bits */
+	mode_t type; /* S_IFMT bits, 0 when not given */
+	dev_t rdev;
+};
+int ovl_override_parse(const char *val, struct ovl_override *o); /* 0 or -EINVAL */
+/* Returns the length written (snprintf's). mode carries the S_IFMT bits. */
+int ovl_override_format(char *buf, size_t len, uid_t uid, gid_t gid, mode_t mode, dev_t rdev);
+/* With xattr_permissions, the override xattrs of the mount's own and the other known names */
+bool ovl_is_override_xattr(const struct ovl_fs *fs, const char *name);
+/* With xattr_permissions, replaces st's stored owner/mode (and the type of an empty regular
+ * file standing for a device, fifo or socket) by the override of (dirfd, name); "" names
+ * dirfd itself. Without an override, st stays as it is. */
+void ovl_override_apply(const struct ovl_fs *fs, int dirfd, const char *name, struct stat *st);
+/* Writes the override of (dirfd, name). 0 or -errno. */
+int ovl_override_set(const struct ovl_fs *fs, int dirfd, const char *name, uid_t uid, gid_t gid,
+		     mode_t mode, dev_t rdev);
+/* fstatat + ovl_override_apply: the stored metadata as the mount sees it. 0 or -errno. */
+int ovl_override_current(const struct ovl_fs *fs, int dirfd, const char *name, struct stat *st);
+/* Stores the owner (stored ids) of (dirfd, name): in the override xattr with
+ * xattr_permissions (mode with S_IFMT, rdev: what to record), else with fchownat, whose
+ * failure a squashed mount ignores. 0 or -errno. */
+int ovl_set_owner(struct ovl_fs *fs, int dirfd, const char *name, uid_t uid, gid_t gid, mode_t mode,
+		  dev_t rdev);
 
 /* ---- layer.c ---- */
 struct ovl_layer {
@@ -128,6 +182,7 @@ struct ovl_fs {
 	struct ovl_kidx *kidx; /* its entries, by lower file handle */
 	size_t nkidx;
 	struct ovl_features feat;
+	uint32_t overflow_uid, overflow_gid;
 	double timeout;
 	atomic_uint epoch;
 	atomic_ulong tmpseq;
@@ -275,7 +330,12 @@ bool ovl_has_wh_file(int dirfd, const char *name);
 /* Creates a whiteout for name in the upper dir udirfd (atomically replacing what is there). */
 int ovl_create_whiteout(struct ovl_fs *fs, int udirfd, const char *name);
 int ovl_set_opaque(struct ovl_fs *fs, int dirfd, const char *name);
+/* Finds out which marker forms the upper takes (fs->feat). */
 int ovl_probe_upper(struct ovl_fs *fs);
+/* "whiteout=chardev|file rename_whiteout=yes|no opaque=XATTR|.wh..wh..opq xattr_prefix=P|none
+ * override_stat=NAME|off idmap=yes|no" (or "upper=none"): what the probe chose, for the log
+ * line the strata driver reports. Returns snprintf's count. */
+int ovl_features_string(const struct ovl_fs *fs, char *buf, size_t len);
 int ovl_remove_wh_file(int udirfd, const char *name);
 /* Removes every whiteout marker under the upper dir (dirfd, name), recursively. */
 int ovl_clear_whiteouts_at(int dirfd, const char *name);

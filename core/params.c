@@ -57,37 +57,47 @@ fail:
 	return -1;
 }
 
+/* "A:B:N[:A:B:N...]". Empty fields are skipped, as fuse-overlayfs's strtok does:
+ * containers-storage 1.43 (podman 4.3) writes a leading colon ("uidmapping=:0:1:5000"). */
 static int parse_idmap(const char *val, struct ovl_idmap **out, int *nout)
 {
 	struct ovl_idmap *m = NULL;
-	int n = 0;
-	const char *s = val;
-	while (*s) {
-		unsigned long a, b, c;
-		int used = 0;
-		if (sscanf(s, "%lu:%lu:%lu%n", &a, &b, &c, &used) != 3 || c == 0) {
-			free(m);
-			return -1;
-		}
-		struct ovl_idmap *nm = realloc(m, sizeof(*m) * (n + 1));
-		if (!nm) {
-			free(m);
-			return -1;
-		}
-		m = nm;
-		m[n++] = (struct ovl_idmap){ a, b, c };
-		s += used;
-		if (*s == ':')
+	int n = 0, k = 0;
+	unsigned long f[3];
+	for (const char *s = val; *s;) {
+		if (*s == ':') {
 			s++;
-		else if (*s) {
-			free(m);
-			return -1;
+			continue;
 		}
+		char *end;
+		errno = 0;
+		if (*s < '0' || *s > '9')
+			goto bad;
+		f[k] = strtoul(s, &end, 10);
+		if (errno || f[k] > UINT32_MAX || (*end && *end != ':'))
+			goto bad;
+		s = end;
+		if (++k < 3)
+			continue;
+		k = 0;
+		/* a range must fit in 32 bits on both sides */
+		if (f[2] == 0 || f[2] - 1 > UINT32_MAX - f[0] || f[2] - 1 > UINT32_MAX - f[1])
+			goto bad;
+		struct ovl_idmap *nm = realloc(m, sizeof(*m) * (n + 1));
+		if (!nm)
+			goto bad;
+		m = nm;
+		m[n++] = (struct ovl_idmap){ (uint32_t)f[0], (uint32_t)f[1], (uint32_t)f[2] };
 	}
+	if (k != 0 || n == 0)
+		goto bad;
 	free(*out);
 	*out = m;
 	*nout = n;
 	return 0;
+bad:
+	free(m);
+	return -1;
 }
 
 static bool parse_bool(const char *v)
@@ -127,15 +137,12 @@ static int parse_one(struct ovl_params *p, char *opt, char *err, size_t errlen)
 						 "atime",    "noatime", "relatime", "strictatime",
 						 "sync",     "async",	"dirsync",  "nodiratime",
 						 "diratime", NULL };
-	static const char *const ignored[] = { "fast_ino",     "xino",
-					       "redirect_dir", "index",
-					       "metacopy",     "userxattr",
-					       "nfs_export",   "allow_other",
-					       "allow_root",   "default_permissions",
-					       "suid_dir",     "debug",
-					       "lazytime",     "nolazytime",
-					       "uuid",	       "fsname",
-					       "subtype",      NULL };
+	static const char *const ignored[] = { "fast_ino",    "xino",	    "redirect_dir",
+					       "index",	      "metacopy",   "nfs_export",
+					       "allow_other", "allow_root", "default_permissions",
+					       "suid_dir",    "debug",	    "lazytime",
+					       "nolazytime",  "uuid",	    "fsname",
+					       "subtype",     NULL };
 
 	if (!strcmp(opt, "lowerdir")) {
 		if (!val || !*val) {
@@ -220,6 +227,10 @@ static int parse_one(struct ovl_params *p, char *opt, char *err, size_t errlen)
 		}
 		return 0;
 	}
+	if (!strcmp(opt, "userxattr")) {
+		p->userxattr = true;
+		return 0;
+	}
 	if (!strcmp(opt, "squash_to_root")) {
 		p->squash_to_root = true;
 		return 0;
@@ -251,7 +262,7 @@ static int parse_one(struct ovl_params *p, char *opt, char *err, size_t errlen)
 		if (!val || !strcmp(val, "1"))
 			p->sandbox = OVL_SANDBOX_AUTO;
 		else if (!strcmp(val, "userxattr"))
-			p->sandbox = OVL_SANDBOX_USERXATTR;
+			p->sandbox = OVL_SANDBOX_USERXATTR, p->userxattr = true;
 		else if (!strcmp(val, "0"))
 			p->sandbox = OVL_SANDBOX_OFF;
 		else {

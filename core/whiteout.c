@@ -165,11 +165,31 @@ int ovl_remove_wh_file(int udirfd, const char *name)
 	return 0;
 }
 
+/* STRATAFS_DISABLE=whiteout-mknod,xattr-trusted,xattr-user makes the probe treat those as
+ * refused (as in a user namespace, or on a filesystem without them): for tests, and for
+ * users who want the portable forms. */
+static bool disabled(const char *what)
+{
+	const char *v = getenv("STRATAFS_DISABLE");
+	size_t l = strlen(what);
+	for (const char *p = v; p && *p;) {
+		const char *e = strchr(p, ',');
+		size_t n = e ? (size_t)(e - p) : strlen(p);
+		if (n == l && !strncmp(p, what, l))
+			return true;
+		p = e ? e + 1 : NULL;
+	}
+	return false;
+}
+
 int ovl_probe_upper(struct ovl_fs *fs)
 {
 	char tmp[64];
 	ovl_tmpname(fs, tmp, sizeof(tmp));
-	fs->feat.wh_mknod = mknodat(fs->workfd, tmp, S_IFCHR | 0000, makedev(0, 0)) == 0;
+	/* char 0/0: refused without CAP_MKNOD on older kernels (< 5.8) and in some user
+	 * namespaces; then .wh.NAME files */
+	fs->feat.wh_mknod = !disabled("whiteout-mknod") &&
+			    mknodat(fs->workfd, tmp, S_IFCHR | 0000, makedev(0, 0)) == 0;
 	if (fs->feat.wh_mknod) {
 		char tmp2[64];
 		ovl_tmpname(fs, tmp2, sizeof(tmp2));
@@ -185,22 +205,43 @@ int ovl_probe_upper(struct ovl_fs *fs)
 		}
 		unlinkat(fs->workfd, tmp, 0);
 	}
-	/* which xattr namespace can mark opaque dirs */
+	/* which xattr namespace can mark opaque dirs: trusted.* needs CAP_SYS_ADMIN in the
+	 * initial user namespace, user.* a filesystem that has user xattrs; else the
+	 * .wh..wh..opq file form */
+	fs->feat.opaque_xattr = NULL;
+	fs->feat.private_prefix = NULL;
 	if (mkdirat(fs->workfd, tmp, 0700) == 0) {
 		char path[PATH_MAX];
 		ovl_fdpath(path, sizeof(path), fs->workfd, tmp);
-		fs->feat.opaque_xattr = NULL;
-		fs->feat.private_prefix = NULL;
-		if (lsetxattr(path, "trusted.overlay.opaque", "y", 1, 0) == 0) {
+		if (!fs->p.userxattr && !disabled("xattr-trusted") &&
+		    lsetxattr(path, "trusted.overlay.opaque", "y", 1, 0) == 0) {
 			fs->feat.opaque_xattr = "trusted.overlay.opaque";
 			fs->feat.private_prefix = "trusted.overlay.";
-		} else if (lsetxattr(path, "user.overlay.opaque", "y", 1, 0) == 0) {
+		} else if (!disabled("xattr-user") &&
+			   lsetxattr(path, "user.overlay.opaque", "y", 1, 0) == 0) {
 			fs->feat.opaque_xattr = "user.overlay.opaque";
 			fs->feat.private_prefix = "user.overlay.";
 		}
 		unlinkat(fs->workfd, tmp, AT_REMOVEDIR);
 	}
 	return 0;
+}
+
+int ovl_features_string(const struct ovl_fs *fs, char *buf, size_t len)
+{
+	if (!fs->has_upper)
+		return snprintf(buf, len, "upper=none");
+	return snprintf(buf, len,
+			"whiteout=%s rename_whiteout=%s opaque=%s xattr_prefix=%s "
+			"override_stat=%s idmap=%s",
+			fs->feat.wh_mknod ? "chardev" : "file",
+			fs->feat.rename_whiteout ? "yes" : "no",
+			fs->feat.opaque_xattr ? fs->feat.opaque_xattr : ".wh..wh..opq",
+			fs->feat.private_prefix ? fs->feat.private_prefix : "none",
+			fs->p.xattr_permissions == 1 ? "security.fuseoverlayfs.override_stat" :
+			fs->p.xattr_permissions == 2 ? "user.containers.override_stat" :
+						       "off",
+			fs->p.nuidmap || fs->p.ngidmap ? "yes" : "no");
 }
 
 static int clear_entry(int fd, const char *n, void *ctx)

@@ -37,6 +37,8 @@ ssize_t ovl_getxattr(struct ovl_fs *fs, fuse_ino_t ino, const char *name, char *
 		return -EOPNOTSUPP;
 	if (ovl_is_private_xattr(name))
 		return -EOPNOTSUPP;
+	if (ovl_is_override_xattr(fs, name))
+		return -ENODATA; /* the metadata itself, shown as owner and mode */
 	struct ovl_node *n = ovl_node_get(fs, ino);
 	if (!n)
 		return -ESTALE;
@@ -45,7 +47,12 @@ ssize_t ovl_getxattr(struct ovl_fs *fs, fuse_ino_t ino, const char *name, char *
 	if (fd < 0)
 		return fd;
 	ssize_t r = lgetxattr(path, name, buf, size);
-	return r < 0 ? -errno : r;
+	if (r < 0)
+		return -errno;
+	/* ACL entries name stored ids: show them as the owners are shown */
+	if (size && r > 0 && ovl_is_acl_xattr(name) && ovl_idmap_acl(fs, buf, (size_t)r, true) < 0)
+		return -EIO;
+	return r;
 }
 
 ssize_t ovl_listxattr(struct ovl_fs *fs, fuse_ino_t ino, char *buf, size_t size)
@@ -71,7 +78,7 @@ ssize_t ovl_listxattr(struct ovl_fs *fs, fuse_ino_t ino, char *buf, size_t size)
 	size_t out = 0;
 	for (ssize_t off = 0; off < len; off += strlen(all + off) + 1) {
 		const char *x = all + off;
-		if (ovl_is_private_xattr(x))
+		if (ovl_is_private_xattr(x) || ovl_is_override_xattr(fs, x))
 			continue;
 		size_t l = strlen(x) + 1;
 		if (size) {
@@ -91,12 +98,25 @@ int ovl_setxattr(struct ovl_fs *fs, fuse_ino_t ino, const char *name, const char
 		return -EOPNOTSUPP;
 	if (ovl_is_private_xattr(name))
 		return -EOPNOTSUPP;
+	if (ovl_is_override_xattr(fs, name))
+		return -EPERM; /* owner and mode change through chown and chmod only */
 	struct ovl_node *n = ovl_node_get(fs, ino);
 	if (!n)
 		return -ESTALE;
 	int r = ovl_copy_up(fs, n, true);
 	if (r < 0)
 		return r;
+	autofree char *mapped = NULL;
+	if (ovl_is_acl_xattr(name) && (fs->p.nuidmap || fs->p.ngidmap)) {
+		mapped = malloc(size ? size : 1);
+		if (!mapped)
+			return -ENOMEM;
+		memcpy(mapped, value, size);
+		r = ovl_idmap_acl(fs, mapped, size, false);
+		if (r < 0)
+			return r;
+		value = mapped;
+	}
 	char path[PATH_MAX];
 	autoclose int fd = node_xpath(fs, n, path, sizeof(path));
 	if (fd < 0)
@@ -110,6 +130,8 @@ int ovl_removexattr(struct ovl_fs *fs, fuse_ino_t ino, const char *name)
 		return -EOPNOTSUPP;
 	if (ovl_is_private_xattr(name))
 		return -EOPNOTSUPP;
+	if (ovl_is_override_xattr(fs, name))
+		return -EPERM;
 	struct ovl_node *n = ovl_node_get(fs, ino);
 	if (!n)
 		return -ESTALE;

@@ -306,8 +306,15 @@ int strata_fuse_mount(const struct strata_spec *s, const struct strata_layers *l
 	snprintf(tpath, sizeof(tpath), "/proc/self/fd/%d", l->target);
 	if (mount("stratafs", tpath, "fuse.stratafs", s->mflags, data) < 0) {
 		int e = errno;
-		return strata_fail(err, e == EPERM ? STRATA_EXIT_FAIL : STRATA_EXIT_FAIL, e,
-				   "target", "mount(2) on '%s': %s", l->target_path, strerror(e));
+		/* an unprivileged user may mount FUSE only inside a user namespace that owns
+		 * its mount namespace */
+		return strata_fail(
+			err, STRATA_EXIT_FAIL, e, "target", "mount(2) on '%s': %s%s",
+			l->target_path, strerror(e),
+			e == EPERM && geteuid() != 0 ?
+				" (as an unprivileged user, run strata in a user and mount "
+				"namespace of your own: unshare --user --map-root-user --mount)" :
+				"");
 	}
 	char fst[64];
 	int r = strata_mountinfo_find(l->target_path, dev, devlen, fst, sizeof(fst));

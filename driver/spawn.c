@@ -163,6 +163,14 @@ static char *server_opts(const struct strata_spec *s, const struct strata_layers
 		r |= append(&o, &len, &cap, ",static_nlink");
 	if (s->context)
 		r |= append(&o, &len, &cap, ",context=\"%s\"", s->context);
+	if (s->xattr_permissions)
+		r |= append(&o, &len, &cap, ",xattr_permissions=%d", s->xattr_permissions);
+	if (s->squash_to_root)
+		r |= append(&o, &len, &cap, ",squash_to_root");
+	if (s->squash_uid >= 0)
+		r |= append(&o, &len, &cap, ",squash_to_uid=%lld", (long long)s->squash_uid);
+	if (s->squash_gid >= 0)
+		r |= append(&o, &len, &cap, ",squash_to_gid=%lld", (long long)s->squash_gid);
 	for (int m = 0; m < 2; m++) {
 		const struct strata_idmap *map = m ? s->gidmap : s->uidmap;
 		int n = m ? s->ngidmap : s->nuidmap;

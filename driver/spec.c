@@ -226,6 +226,7 @@ static int parse_native_options(struct strata_spec *s, json_object *o, struct st
 			{ "staticNlink", offsetof(struct strata_spec, static_nlink) },
 			{ "threaded", offsetof(struct strata_spec, threaded) },
 			{ "userxattr", offsetof(struct strata_spec, userxattr) },
+			{ "squashToRoot", offsetof(struct strata_spec, squash_to_root) },
 		};
 		bool done = false;
 		for (size_t i = 0; i < sizeof(bools) / sizeof(bools[0]) && !done; i++) {
@@ -258,6 +259,24 @@ static int parse_native_options(struct strata_spec *s, json_object *o, struct st
 						   "%s must be from 0 to 31536000 seconds", f);
 			s->timeout = t;
 			s->timeout_set = true;
+		} else if (!strcmp(k, "xattrPermissions") || !strcmp(k, "squashToUid") ||
+			   !strcmp(k, "squashToGid")) {
+			bool xp = k[0] == 'x';
+			errno = 0;
+			int64_t x = json_object_get_int64(v);
+			if (!json_object_is_type(v, json_type_int) || errno || x < 0 ||
+			    x > (xp ? 2 : UINT32_MAX - 1))
+				return strata_fail(
+					err, USAGE, EINVAL, f,
+					xp ? "%s must be 0, 1 or 2" :
+					     "%s must be an integer from 0 to 4294967294",
+					f);
+			if (xp)
+				s->xattr_permissions = (int)x;
+			else if (k[7] == 'U')
+				s->squash_uid = x;
+			else
+				s->squash_gid = x;
 		} else if (!strcmp(k, "context")) {
 			if (!json_object_is_type(v, json_type_string))
 				return strata_fail(err, USAGE, EINVAL, f, "%s must be a string", f);
@@ -455,6 +474,23 @@ static int parse_containerd(struct strata_spec *s, json_object *doc, struct stra
 			s->volatile_ = true;
 		} else if (!val && KEY("userxattr")) {
 			s->userxattr = true;
+		} else if (!val && KEY("squash_to_root")) {
+			s->squash_to_root = true;
+		} else if (val && (KEY("xattr_permissions") || KEY("squash_to_uid") ||
+				   KEY("squash_to_gid"))) {
+			bool xp = opt[0] == 'x';
+			char *end;
+			errno = 0;
+			unsigned long long x = strtoull(val, &end, 10);
+			if (!*val || *end || errno || *val == '-' || x > (xp ? 2 : UINT32_MAX - 1))
+				return strata_fail(err, USAGE, EINVAL, f, "%s: bad value '%.100s'",
+						   f, val);
+			if (xp)
+				s->xattr_permissions = (int)x;
+			else if (opt[10] == 'u')
+				s->squash_uid = (int64_t)x;
+			else
+				s->squash_gid = (int64_t)x;
 		} else if (KEY("context")) {
 			free(s->context);
 			s->context = strdup(val ? val : "");
@@ -494,6 +530,7 @@ int strata_spec_parse(const char *buf, size_t len, struct strata_spec *s, struct
 {
 	memset(s, 0, sizeof(*s));
 	s->threaded = true;
+	s->squash_uid = s->squash_gid = -1;
 	s->mflags = MS_NODEV; /* as libfuse; "dev" lifts it */
 	strcpy(s->upper_field, "upper");
 	strcpy(s->work_field, "work");
@@ -590,6 +627,12 @@ json_object *strata_spec_options_json(const struct strata_spec *s)
 	json_object_object_add(o, "userxattr", json_object_new_boolean(s->userxattr));
 	json_object_object_add(o, "passthrough", json_object_new_boolean(false));
 	json_object_object_add(o, "idmapped", json_object_new_boolean(s->nuidmap || s->ngidmap));
+	json_object_object_add(o, "xattrPermissions", json_object_new_int(s->xattr_permissions));
+	json_object_object_add(o, "squashToRoot", json_object_new_boolean(s->squash_to_root));
+	if (s->squash_uid >= 0)
+		json_object_object_add(o, "squashToUid", json_object_new_int64(s->squash_uid));
+	if (s->squash_gid >= 0)
+		json_object_object_add(o, "squashToGid", json_object_new_int64(s->squash_gid));
 	if (s->timeout_set)
 		json_object_object_add(o, "timeout", json_object_new_double(s->timeout));
 	return o;

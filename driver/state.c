@@ -33,15 +33,31 @@ static int mkdir_p(const char *path, mode_t mode)
 	return 0;
 }
 
+/* Root of the initial user namespace ("0 0 4294967295" in uid_map), not the root of a user
+ * namespace that an unprivileged user made (unshare --map-root-user, podman unshare). */
+static bool real_root(void)
+{
+	if (geteuid() != 0)
+		return false;
+	FILE *f = fopen("/proc/self/uid_map", "re");
+	if (!f)
+		return true;
+	unsigned long a = 1, b = 1, c = 0;
+	int n = fscanf(f, "%lu %lu %lu", &a, &b, &c);
+	fclose(f);
+	return n == 3 && a == 0 && b == 0 && c == 4294967295ul;
+}
+
 int strata_state_open(const char *dir, char **path_out, struct strata_error *err)
 {
 	autofree char *path = NULL;
+	const char *x = getenv("XDG_RUNTIME_DIR");
 	if (dir && *dir) {
 		path = strdup(dir);
-	} else if (geteuid() == 0) {
+	} else if (real_root() || (geteuid() == 0 && (!x || !*x))) {
+		/* root of a user namespace keeps its state with its user's, if it knows where */
 		path = strdup("/run/strata");
 	} else {
-		const char *x = getenv("XDG_RUNTIME_DIR");
 		if (!x || !*x)
 			return strata_fail(
 				err, STRATA_EXIT_USAGE, EINVAL, NULL,

@@ -129,6 +129,52 @@ static void add_sys_admin_reason(int dirfd, const char *id, json_object *sb)
 	json_object_object_add(sb, "sysAdminReason", json_object_new_string(p));
 }
 
+void strata_add_probed_features(int dirfd, const char *id, json_object *features)
+{
+	char name[STRATA_ID_MAX + 8], buf[4096];
+	snprintf(name, sizeof(name), "%s.log", id);
+	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return;
+	buf[n] = '\0';
+	static const char key[] = "stratafs: features: ";
+	char *p = strstr(buf, key);
+	if (!p)
+		return;
+	p += sizeof(key) - 1;
+	char *e = strchr(p, '\n');
+	if (e)
+		*e = '\0';
+	/* "a_b=v c=yes": camelCase keys, yes/no as booleans */
+	char *save;
+	for (char *w = strtok_r(p, " ", &save); w; w = strtok_r(NULL, " ", &save)) {
+		char *eq = strchr(w, '=');
+		if (!eq || eq == w)
+			continue;
+		*eq = '\0';
+		char k[64];
+		size_t kl = 0;
+		for (char *c = w; *c && kl + 1 < sizeof(k); c++) {
+			if (*c == '_' && c[1]) {
+				c++;
+				k[kl++] = (char)(*c >= 'a' && *c <= 'z' ? *c - 32 : *c);
+			} else {
+				k[kl++] = *c;
+			}
+		}
+		k[kl] = '\0';
+		const char *v = eq + 1;
+		json_object *jv = !strcmp(v, "yes") ? json_object_new_boolean(true) :
+				  !strcmp(v, "no")  ? json_object_new_boolean(false) :
+						      json_object_new_string(v);
+		json_object_object_add(features, k, jv);
+	}
+}
+
 json_object *strata_status(int dirfd, json_object *rec, bool *live)
 {
 	static const char *const copied[] = { "id",	  "target",   "pid",	   "fsType",

@@ -67,6 +67,10 @@ struct strata_spec {
 	bool threaded;
 	double timeout;
 	bool timeout_set;
+	/* owners (stratafs's xattr_permissions=, squash_*); squash ids -1 when not given */
+	int xattr_permissions;
+	bool squash_to_root;
+	int64_t squash_uid, squash_gid;
 	char *context;
 	unsigned long mflags; /* MS_* for mount(2) */
 	struct strata_idmap *uidmap, *gidmap;
@@ -149,6 +153,9 @@ int strata_exit_write(int dirfd, const char *id, int wstatus);
 json_object *strata_exit_read(int dirfd, const char *id);
 
 /* ---- status.c ---- */
+/* Adds what the server's probe chose (its "stratafs: features:" log line: whiteout form,
+ * opaque marker, xattr namespace, override-stat xattr, idmap) to the features object. */
+void strata_add_probed_features(int dirfd, const char *id, json_object *features);
 /* What the kernel says about the server's confinement (a new reference). */
 json_object *strata_sandbox_json(pid_t pid);
 /* The status document of a record, with its live state (mounted, mounting, dead, detached).
