@@ -383,7 +383,9 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *n, bool data)
 				  ost.st_rdev);
 		if (r < 0)
 			goto fail;
-		fchownat(fs->workfd, tmp, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW);
+		/* best effort: the override xattr holds the owner that counts */
+		if (fchownat(fs->workfd, tmp, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) < 0)
+			r = 0;
 	} else if (fchownat(fs->workfd, tmp, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) < 0 &&
 		   !ovl_idmap_squashed(fs)) {
 		r = -errno;

@@ -317,7 +317,8 @@ int ovl_set_owner(struct ovl_fs *fs, int dirfd, const char *name, uid_t uid, gid
 	if (fs->p.xattr_permissions) {
 		if (S_ISLNK(mode)) {
 			/* no user.* xattrs on symlinks: their owner is the inode's, if we may */
-			fchownat(dirfd, name, uid, gid, flags);
+			if (fchownat(dirfd, name, uid, gid, flags) < 0)
+				return 0;
 			return 0;
 		}
 		return ovl_override_set(fs, dirfd, name, uid, gid, mode, rdev);

@@ -163,13 +163,15 @@ static int ns_child(void)
 	char err[256] = "";
 	int bad = 0;
 	char before[64] = "", after[64] = "";
-	readlink("/proc/self/ns/mnt", before, sizeof(before) - 1);
+	if (readlink("/proc/self/ns/mnt", before, sizeof(before) - 1) < 0)
+		bad++;
 	int keep = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (ovl_sandbox_private_root(err, sizeof(err)) < 0) {
 		printf("not ok - namespace: private root (%s)\n", err);
 		return 1;
 	}
-	readlink("/proc/self/ns/mnt", after, sizeof(after) - 1);
+	if (readlink("/proc/self/ns/mnt", after, sizeof(after) - 1) < 0)
+		bad++;
 	T("namespace: a new mount namespace", strcmp(before, after) != 0);
 	DIR *d = opendir("/");
 	int n = 0, proc = 0;
