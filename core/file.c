@@ -7,6 +7,7 @@
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/statvfs.h>
+#include <sys/vfs.h>
 
 /* Opens n in its top layer; *layer receives the layer the fd is on. */
 static int open_node_at(struct ovl_fs *fs, struct ovl_node *n, int flags, int *layer)
@@ -122,9 +123,35 @@ static bool passed_through(int fd)
 	return fd >= 0 && fd < MAX_TRACKED_FD && atomic_load(&passed[fd]);
 }
 
+/* FLUSH exists so that a close error of the real file reaches the caller's close() (NFS
+ * and FUSE uppers report write-back errors there). On local filesystems closing a dup
+ * does nothing, so written files skip the FLUSH round trip too. */
+static bool upper_close_is_noop(struct ovl_fs *fs)
+{
+	static atomic_int cached; /* 0 unknown, 1 yes, 2 no */
+	int v = atomic_load(&cached);
+	if (v == 0) {
+		struct statfs sfs;
+		v = 2;
+		if (fs->has_upper && fstatfs(fs->layers[fs->upper].fd, &sfs) == 0) {
+			switch ((unsigned long)sfs.f_type) {
+			case 0xEF53: /* ext2/3/4 */
+			case 0x58465342: /* xfs */
+			case 0x9123683E: /* btrfs */
+			case 0x01021994: /* tmpfs */
+				v = 1;
+			}
+		}
+		atomic_store(&cached, v);
+	}
+	return v == 1;
+}
+
 void ovl_file_created(struct ovl_fs *fs, fuse_req_t req, struct ovl_node *n,
 		      struct fuse_file_info *fi)
 {
+	if (upper_close_is_noop(fs))
+		fi->noflush = 1;
 	if (n)
 		passthrough(fs, req, n, (int)fi->fh, false, fi);
 }
@@ -214,7 +241,7 @@ int ovl_open(struct ovl_fs *fs, fuse_req_t req, fuse_ino_t ino, struct fuse_file
 		fi->keep_cache = 1; /* one name, one node: the page cache stays coherent */
 	fi->fh = (uint64_t)fd;
 	/* nothing to report at close for a file we only read: spare the FLUSH round trip */
-	if (!writing)
+	if (!writing || upper_close_is_noop(fs))
 		fi->noflush = 1;
 	bool lower = fs->has_upper && layer != fs->upper;
 	passthrough(fs, req, n, fd, lower, fi);
