@@ -14,6 +14,7 @@ Environment (see tests/bench/README.md):
   BENCH_WORKLOADS=a,b only these workloads (names as in the table's "id" column)
   BENCH_TARGETS=kernel,fuse-overlayfs,stratafs
   BENCH_STRATAFS_PT=/path/to/stratafs   add a target "stratafs-pt" (a passthrough build)
+  BENCH_PT_OPTS=passthrough=all         its extra mount options
   BENCH_PROFILE=1    instead of timing: per FUSE target and workload, count FUSE requests
                      by opcode (server in debug mode), then time one normal run and the
                      server's CPU time (build/bench/profile.{txt,json})
@@ -55,6 +56,9 @@ STRACE = os.environ.get("BENCH_STRACE", "0") not in ("", "0")
 STRATAFS = os.path.abspath(os.environ.get("STRATAFS", os.path.join(BUILD, "stratafs")))
 FUSE_OVERLAYFS = os.environ.get("FUSE_OVERLAYFS", "/usr/bin/fuse-overlayfs")
 STRATAFS_PT = os.environ.get("BENCH_STRATAFS_PT", "")
+# the passthrough target's options: "all" also passes through reads of lower files
+# (the default, passthrough=1, only files in the upper layer; writes are the same)
+PT_OPTS = os.environ.get("BENCH_PT_OPTS", "passthrough=all")
 
 # The dataset: bump GEN_VERSION whenever the generator changes what it writes.
 GEN_VERSION = 6
@@ -578,8 +582,8 @@ LOOPS = []  # loop devices we attached
 
 
 class Target:
-    def __init__(self, name, exe=None, fstype="overlay"):
-        self.name, self.exe, self.fstype = name, exe, fstype
+    def __init__(self, name, exe=None, fstype="overlay", opts=""):
+        self.name, self.exe, self.fstype, self.opts = name, exe, fstype, opts
         self.pid = None
         self.proc = None  # foreground (debug) server
         self.mnt = os.path.join(RUN, name, "mnt")
@@ -596,6 +600,8 @@ class Target:
             die("%s is already a mountpoint" % self.mnt)
         self.fresh_dirs()
         opts = "lowerdir=%s,upperdir=%s,workdir=%s" % (":".join(layers), self.upper, self.work)
+        if self.opts:
+            opts += "," + self.opts
         if self.exe is None:
             cmd = ["mount", "-t", "overlay", "overlay", "-o", opts, self.mnt]
         else:
@@ -1202,6 +1208,10 @@ def report(targets, W, samples, loads, rss, facts, info, ctx, mount_opts, elapse
         facts["libfuse_deb"] or facts["libfuse_pkgconfig"], facts["stratafs_git"]))
     lines.append("tree: %d entries (%d regular files, %d directories) in 3 lower layers"
                  % (ctx.entries, ctx.files, ctx.dirs))
+    for t in targets:
+        if t.exe and "stratafs" in t.name:
+            v = subprocess.run([t.exe, "--version"], capture_output=True, text=True).stdout.strip()
+            lines.append("%s: %s%s" % (t.name, v, ", -o " + t.opts if t.opts else ""))
     lines.append("")
     hdr = "%-14s %-47s" % ("id", "workload") + "".join("%10s" % short.get(n, n) for n in names) + \
         "".join("%7s" % p[2] for p in pairs)
@@ -1330,7 +1340,7 @@ def main():
         else:
             die("unknown target %s" % n)
     if STRATAFS_PT:
-        targets.append(Target("stratafs-pt", os.path.abspath(STRATAFS_PT), "fuse.stratafs"))
+        targets.append(Target("stratafs-pt", os.path.abspath(STRATAFS_PT), "fuse.stratafs", PT_OPTS))
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
