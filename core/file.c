@@ -63,7 +63,10 @@ static void passthrough(struct ovl_fs *fs, fuse_req_t req, struct ovl_node *n, i
 		atomic_load(&fs->pt_on) && (!lower || !fs->has_upper || fs->p.passthrough > 1);
 	pthread_mutex_lock(&n->lock);
 	if (n->pt_count > 0) {
-		if (n->pt_lower == lower) {
+		/* an open of the upper copy may share a lower backing file: it only reads
+		 * (passthrough=all refuses write-opens while one is bound, see ovl_open), and
+		 * sees what the open lower files see */
+		if (n->pt_lower || !lower) {
 			n->pt_count++;
 			fi->backing_id = n->pt_backing;
 		}

@@ -105,6 +105,10 @@ EOF
 	exec 5<"$T/m/big"
 	run -1 bash -c "echo z >>'$T/m/big'"
 	assert_output --partial "busy"
+	# a copy-up without a write-open (chmod) while the lower file is bound: later opens
+	# for reading share the lower backing file
+	chmod 600 "$T/m/big"
+	cmp "$T/m/big" "$T/l1/big"
 	exec 5<&-
 	echo z >>"$T/m/big"
 	[ "$(tail -c 2 "$T/m/big")" = "$(printf 'z\n')" ]
