@@ -1284,7 +1284,7 @@ def chart(names, W, med):
                 "%.3f" % (m[n] / k) if m[n] and k else "NaN" for n in others) + "\n")
     png = os.path.join(OUT, "results.png")
     script = """
-set terminal pngcairo size 1400,640 font ",10"
+set terminal pngcairo noenhanced size 1400,640 font ",10"
 set output '%s'
 set title "strata bench: median time as a ratio to the kernel's overlayfs (log scale; 1 = as fast; lower is better)"
 set style data histograms
