@@ -1,5 +1,5 @@
 /* file.c - open/read/write/flush/fsync/release/fallocate/lseek/copy_file_range on the real
- * file of a node, readlink and statfs. Reads of lower files never copy up. */
+ * file of a node, FUSE passthrough, readlink and statfs. Reads of lower files never copy up. */
 #include "ovl.h"
 
 #include <fcntl.h>
@@ -7,14 +7,18 @@
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/statvfs.h>
+#include <sys/vfs.h>
 
-int ovl_open_node(struct ovl_fs *fs, struct ovl_node *n, int flags)
+/* Opens n in its top layer; *layer receives the layer the fd is on. */
+static int open_node_at(struct ovl_fs *fs, struct ovl_node *n, int flags, int *layer)
 {
 	struct ovl_place pl;
 	int r = ovl_node_place(fs, n, &pl);
 	if (r < 0)
 		return r;
 	ovl_place_free(&pl);
+	if (layer)
+		*layer = pl.top;
 	if (n->idx == OVL_ROOT_IDX) {
 		int fd = openat(fs->layers[pl.top].fd, ".", flags | O_CLOEXEC);
 		return fd < 0 ? -errno : fd;
@@ -27,10 +31,144 @@ int ovl_open_node(struct ovl_fs *fs, struct ovl_node *n, int flags)
 	return fd < 0 ? -errno : fd;
 }
 
+int ovl_open_node(struct ovl_fs *fs, struct ovl_node *n, int flags)
+{
+	return open_node_at(fs, n, flags, NULL);
+}
+
 /* Read-only fds on lower files, by fd number: after a copy-up they are switched to the
  * upper copy, so readers see later writes (as with the kernel's overlayfs). */
 #define MAX_TRACKED_FD (1 << 20)
 static atomic_uchar lower_ro[MAX_TRACKED_FD];
+/* fds whose open file is passed through (their node holds a share of its backing id) */
+static atomic_uchar passed[MAX_TRACKED_FD];
+
+/* FUSE passthrough: the kernel reads and writes the backing file itself, and the server
+ * sees no READ or WRITE for the open file. Kernel rules this has to follow (fs/fuse/iomode.c):
+ * every open file of one FUSE inode uses the same backing file while any of them is passed
+ * through, and a passed-through open fails (EIO to the caller) while another open of the
+ * inode uses the page cache, and the other way round. A backing file cannot be swapped
+ * either, so a lower file that may still be copied up is not passed through by default: a
+ * later write-open would have to use the lower file as backing. Decided per node under its
+ * lock: share the node's backing id when it has one; else pass through only when no other
+ * open of the node exists (stratafs hears of a close only after the kernel has counted it, so
+ * its counts err on the side of "still open", which falls back to the page cache). */
+#ifdef HAVE_FUSE_PASSTHROUGH
+static void passthrough(struct ovl_fs *fs, fuse_req_t req, struct ovl_node *n, int fd, bool lower,
+			struct fuse_file_info *fi)
+{
+	if (fd < 0 || fd >= MAX_TRACKED_FD)
+		return;
+	bool eligible =
+		atomic_load(&fs->pt_on) && (!lower || !fs->has_upper || fs->p.passthrough > 1);
+	pthread_mutex_lock(&n->lock);
+	if (n->pt_count > 0) {
+		/* an open of the upper copy may share a lower backing file: it only reads
+		 * (passthrough=all refuses write-opens while one is bound, see ovl_open), and
+		 * sees what the open lower files see */
+		if (n->pt_lower || !lower) {
+			n->pt_count++;
+			fi->backing_id = n->pt_backing;
+		}
+	} else if (eligible && atomic_load(&n->nopen) == 1) {
+		int id = fuse_passthrough_open(req, fd);
+		if (id > 0) {
+			n->pt_backing = id;
+			n->pt_count = 1;
+			n->pt_lower = lower;
+			n->pt_used = true;
+			fi->backing_id = id;
+		} else if (errno != EMFILE && errno != ENFILE && errno != ENOMEM) {
+			/* EPERM: no CAP_SYS_ADMIN in the initial user namespace; ELOOP: layers on a
+			 * stacked filesystem; others: no kernel support. Asking again per open
+			 * would only fail again (and libfuse logs every failure). */
+			if (atomic_exchange(&fs->pt_on, false))
+				ovl_log("passthrough refused by the kernel (%s): reads and writes go "
+					"through the server",
+					strerror(errno));
+		}
+	}
+	pthread_mutex_unlock(&n->lock);
+	if (fi->backing_id > 0) {
+		fi->keep_cache = 0;
+		fi->noflush = 1; /* the server has nothing to report at close */
+		atomic_store(&passed[fd], 1);
+	}
+}
+
+static void passthrough_release(struct ovl_fs *fs, fuse_req_t req, struct ovl_node *n, int fd)
+{
+	(void)fs;
+	if (fd < 0 || fd >= MAX_TRACKED_FD || !atomic_exchange(&passed[fd], 0) || !n)
+		return;
+	pthread_mutex_lock(&n->lock);
+	if (n->pt_count > 0 && --n->pt_count == 0) {
+		fuse_passthrough_close(req, n->pt_backing);
+		n->pt_backing = 0;
+	}
+	pthread_mutex_unlock(&n->lock);
+}
+#else
+static void passthrough(struct ovl_fs *fs, fuse_req_t req, struct ovl_node *n, int fd, bool lower,
+			struct fuse_file_info *fi)
+{
+	(void)fs, (void)req, (void)n, (void)fd, (void)lower, (void)fi;
+}
+
+static void passthrough_release(struct ovl_fs *fs, fuse_req_t req, struct ovl_node *n, int fd)
+{
+	(void)fs, (void)req, (void)n, (void)fd;
+}
+#endif
+
+static bool passed_through(int fd)
+{
+	return fd >= 0 && fd < MAX_TRACKED_FD && atomic_load(&passed[fd]);
+}
+
+/* FLUSH exists so that a close error of the real file reaches the caller's close() (NFS
+ * and FUSE uppers report write-back errors there). On local filesystems closing a dup
+ * does nothing, so written files skip the FLUSH round trip too. */
+static bool upper_close_is_noop(struct ovl_fs *fs)
+{
+	static atomic_int cached; /* 0 unknown, 1 yes, 2 no */
+	int v = atomic_load(&cached);
+	if (v == 0) {
+		struct statfs sfs;
+		v = 2;
+		if (fs->has_upper && fstatfs(fs->layers[fs->upper].fd, &sfs) == 0) {
+			switch ((unsigned long)sfs.f_type) {
+			case 0xEF53: /* ext2/3/4 */
+			case 0x58465342: /* xfs */
+			case 0x9123683E: /* btrfs */
+			case 0x01021994: /* tmpfs */
+				v = 1;
+			}
+		}
+		atomic_store(&cached, v);
+	}
+	return v == 1;
+}
+
+void ovl_file_created(struct ovl_fs *fs, fuse_req_t req, struct ovl_node *n,
+		      struct fuse_file_info *fi)
+{
+	if (upper_close_is_noop(fs))
+		fi->noflush = 1;
+	if (n)
+		passthrough(fs, req, n, (int)fi->fh, false, fi);
+}
+
+void ovl_file_close(struct ovl_fs *fs, fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct ovl_node *n = ovl_node_get(fs, ino);
+	int fd = (int)fi->fh;
+	passthrough_release(fs, req, n, fd);
+	if (n)
+		atomic_fetch_sub(&n->nopen, 1);
+	ovl_file_released(fd);
+	close(fd);
+}
 
 void ovl_file_refresh(struct ovl_fs *fs, fuse_ino_t ino, int fd)
 {
@@ -54,7 +192,7 @@ void ovl_file_released(int fd)
 		atomic_store(&lower_ro[fd], 0);
 }
 
-int ovl_open(struct ovl_fs *fs, fuse_ino_t ino, struct fuse_file_info *fi)
+int ovl_open(struct ovl_fs *fs, fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct ovl_node *n = ovl_node_get(fs, ino);
 	if (!n)
@@ -74,6 +212,15 @@ int ovl_open(struct ovl_fs *fs, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (writing) {
 		if (!fs->has_upper)
 			return -EROFS;
+		if (fs->p.passthrough == 2) {
+			/* passthrough=all: a lower file open for reading is bound to its lower
+			 * backing file; the copy would not be what they read */
+			pthread_mutex_lock(&n->lock);
+			bool busy = n->pt_count > 0 && n->pt_lower;
+			pthread_mutex_unlock(&n->lock);
+			if (busy)
+				return -ETXTBSY;
+		}
 		int r = ovl_copy_up(fs, n, !(flags & O_TRUNC));
 		if (r < 0)
 			return r;
@@ -84,19 +231,25 @@ int ovl_open(struct ovl_fs *fs, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	if (fs->p.writeback)
 		flags &= ~O_APPEND;
-	int fd = ovl_open_node(fs, n, flags);
-	if (fd < 0)
+	int layer;
+	/* counted before the open: a concurrent passthrough decision must see this open */
+	atomic_fetch_add(&n->nopen, 1);
+	int fd = open_node_at(fs, n, flags, &layer);
+	if (fd < 0) {
+		atomic_fetch_sub(&n->nopen, 1);
 		return fd;
+	}
 	struct stat st;
-	if (fstat(fd, &st) == 0 && st.st_nlink <= 1 && !n->indexed)
+	if (fstat(fd, &st) == 0 && st.st_nlink <= 1 && !n->indexed && !n->pt_used)
 		fi->keep_cache = 1; /* one name, one node: the page cache stays coherent */
 	fi->fh = (uint64_t)fd;
 	/* nothing to report at close for a file we only read: spare the FLUSH round trip */
-	if (!writing)
+	if (!writing || upper_close_is_noop(fs))
 		fi->noflush = 1;
-	if (!writing && fs->has_upper && n->top != fs->upper && fd < MAX_TRACKED_FD)
+	bool lower = fs->has_upper && layer != fs->upper;
+	passthrough(fs, req, n, fd, lower, fi);
+	if (lower && !passed_through(fd) && fd < MAX_TRACKED_FD)
 		atomic_store(&lower_ro[fd], 1);
-	atomic_fetch_add(&n->nopen, 1);
 	return 0;
 }
 

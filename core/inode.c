@@ -70,6 +70,8 @@ static struct ovl_node *node_alloc(struct ovl_fs *fs)
 	n->stack = NULL;
 	n->nstack = 0;
 	n->lpath = NULL;
+	n->pt_backing = n->pt_count = 0;
+	n->pt_lower = n->pt_used = false;
 	return n;
 }
 
@@ -703,21 +705,43 @@ int ovl_getattr_node(struct ovl_fs *fs, struct ovl_node *n, struct stat *st)
 	return r;
 }
 
+#define OVL_SET_ATTR_TIMES                                                 \
+	(FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_CTIME | \
+	 FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW)
+
 int ovl_setattr(struct ovl_fs *fs, struct ovl_node *n, struct stat *attr, int to_set,
 		struct fuse_file_info *fi, struct stat *out)
 {
 	int r;
 	if (!fs->has_upper)
 		return -EROFS;
+	/* an unlinked node has no name to copy up or reach: only its open file or the fd
+	 * pinned at unlink (when it is the upper copy) are left */
+	bool gone = n->unlinked;
 	bool trunc_zero = (to_set & FUSE_SET_ATTR_SIZE) && attr->st_size == 0 && !fi;
-	r = ovl_copy_up(fs, n, !trunc_zero);
+	r = gone ? 0 : ovl_copy_up(fs, n, !trunc_zero);
 	if (r < 0)
 		return r;
 	autoclose int fd = -1;
 	if (fi && n->type == S_IFREG) {
 		fd = fcntl((int)fi->fh, F_DUPFD_CLOEXEC, 3);
+		fd = fd < 0 ? -errno : fd;
+	} else if (gone) {
+		pthread_mutex_lock(&n->lock);
+		bool pinned = n->ufd >= 0 && n->top == fs->upper;
+		fd = pinned ? fcntl(n->ufd, F_DUPFD_CLOEXEC, 3) : -ENOENT;
+		fd = pinned && fd < 0 ? -errno : fd;
+		pthread_mutex_unlock(&n->lock);
 	} else {
 		fd = ovl_node_layer_fd(fs, n, fs->upper);
+	}
+	if (fd == -ENOENT && gone && !(to_set & ~OVL_SET_ATTR_TIMES)) {
+		/* the writeback cache flushes the times of a file after its last name and
+		 * last open file are gone (syncfs): there is nothing left to stamp */
+		memset(out, 0, sizeof(*out));
+		out->st_mode = n->type;
+		out->st_ino = n->ino;
+		return 0;
 	}
 	if (fd < 0)
 		return fd;
@@ -764,6 +788,7 @@ int ovl_setattr(struct ovl_fs *fs, struct ovl_node *n, struct stat *attr, int to
 		if (!S_ISREG(cur.st_mode))
 			return S_ISDIR(cur.st_mode) ? -EISDIR : -EINVAL;
 		int wfd = (fi && n->type == S_IFREG) ? fcntl((int)fi->fh, F_DUPFD_CLOEXEC, 3) :
+			  gone			     ? open(path, O_WRONLY | O_CLOEXEC) :
 						       ovl_open_node(fs, n, O_WRONLY);
 		if (wfd < 0)
 			return wfd == -1 ? -errno : wfd;

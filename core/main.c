@@ -26,6 +26,7 @@ static void usage(FILE *f)
 		   "  timeout=SECONDS    kernel cache timeout for entries and attributes\n"
 		   "  threaded=0|1       multi-threaded request loop (default 1)\n"
 		   "  writeback=1        kernel writeback cache\n"
+		   "  passthrough=0|1|all  FUSE passthrough (default 1: upper files)\n"
 		   "  noacl, noxattrs=1  disable POSIX ACLs / all xattrs\n"
 		   "  ino32_t            fold inode numbers to 32 bits\n"
 		   "  static_nlink       report nlink 1 for directories\n"
@@ -54,6 +55,7 @@ static int parse_args(int argc, char **argv, struct ovl_params *p)
 	int npos = 0;
 	int c;
 	p->threaded = true;
+	p->passthrough = 1;
 	p->squash_uid = p->squash_gid = -1;
 	while ((c = getopt_long(argc, argv, "-fdho:Vs", longopts, NULL)) != -1) {
 		switch (c) {

@@ -58,6 +58,15 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	conn->want &= ~(FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
 	if (!(conn->capable & FUSE_CAP_POSIX_ACL))
 		fs->p.noacl = true;
+#ifdef HAVE_FUSE_PASSTHROUGH
+	/* passthrough and the writeback cache exclude each other in the kernel */
+	if (fs->p.passthrough && !fs->p.writeback && (conn->capable & FUSE_CAP_PASSTHROUGH)) {
+		conn->want |= FUSE_CAP_PASSTHROUGH;
+		/* layers on a plain filesystem; what stacks on this mount stays possible */
+		conn->max_backing_stack_depth = 1;
+		atomic_store(&fs->pt_on, true);
+	}
+#endif
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -185,17 +194,11 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	int r = ovl_open(FS(req), ino, fi);
-	if (r < 0) {
+	int r = ovl_open(FS(req), req, ino, fi);
+	if (r < 0)
 		fuse_reply_err(req, -r);
-	} else if (fuse_reply_open(req, fi) == -ENOENT) {
-		/* the opener was interrupted: no release will come */
-		struct ovl_node *n = ovl_node_get(FS(req), ino);
-		if (n)
-			atomic_fetch_sub(&n->nopen, 1);
-		ovl_file_released((int)fi->fh);
-		close((int)fi->fh);
-	}
+	else if (fuse_reply_open(req, fi) == -ENOENT)
+		ovl_file_close(FS(req), req, ino, fi); /* the opener was interrupted: no release */
 }
 
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
@@ -203,10 +206,13 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 {
 	struct fuse_entry_param e;
 	int r = ovl_create(FS(req), req, parent, name, mode, fi, &e);
-	if (r < 0)
+	if (r < 0) {
 		fuse_reply_err(req, -r);
-	else if (fuse_reply_create(req, &e, fi) == -ENOENT)
-		close((int)fi->fh);
+		return;
+	}
+	ovl_file_created(FS(req), req, ovl_node_get(FS(req), e.ino), fi);
+	if (fuse_reply_create(req, &e, fi) == -ENOENT)
+		ovl_file_close(FS(req), req, e.ino, fi);
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -246,11 +252,7 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct ovl_node *n = ovl_node_get(FS(req), ino);
-	if (n)
-		atomic_fetch_sub(&n->nopen, 1);
-	ovl_file_released((int)fi->fh);
-	close((int)fi->fh);
+	ovl_file_close(FS(req), req, ino, fi);
 	fuse_reply_err(req, 0);
 }
 

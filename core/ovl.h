@@ -44,6 +44,7 @@ struct ovl_params {
 	bool threaded;
 	bool noacl;
 	bool writeback;
+	int passthrough; /* FUSE passthrough: 0 off, 1 files on their final layer, 2 also lower reads */
 	bool noxattrs;
 	bool ino32;
 	bool static_nlink;
@@ -165,6 +166,12 @@ struct ovl_node {
 	atomic_int nopen; /* open file handles */
 	int ufd; /* O_PATH fd kept when an open node loses its name, else -1 */
 	char *lpath; /* redirected dir: its path in the lower layers (guarded by tlock) */
+	/* FUSE passthrough (file.c), guarded by lock: every open file of a kernel inode must
+	 * use the same backing file, so one backing id is shared by the node's open files */
+	int pt_backing; /* backing id, 0 for none */
+	int pt_count; /* open files passed through to it */
+	bool pt_lower; /* the backing file is in a lower layer (passthrough=2) */
+	bool pt_used; /* was passed through once: the page cache may be stale, no keep_cache */
 };
 
 /* ---- the filesystem ---- */
@@ -196,6 +203,7 @@ struct ovl_fs {
 
 	struct ovl_fdcache *cache;
 	struct fuse_session *se;
+	atomic_bool pt_on; /* passthrough negotiated and not refused by the kernel (file.c) */
 };
 
 /* Lock order: node->lock -> fs->tlock -> cache lock. A thread holds at most one node lock,
@@ -375,7 +383,12 @@ int ovl_link(struct ovl_fs *fs, fuse_ino_t ino, fuse_ino_t newparent, const char
 	     struct fuse_entry_param *e);
 
 /* ---- file.c ---- */
-int ovl_open(struct ovl_fs *fs, fuse_ino_t ino, struct fuse_file_info *fi);
+int ovl_open(struct ovl_fs *fs, fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+/* After ovl_create: passes the new upper file through when possible. Never fails. */
+void ovl_file_created(struct ovl_fs *fs, fuse_req_t req, struct ovl_node *n,
+		      struct fuse_file_info *fi);
+/* Undoes the open bookkeeping of fi (release, or an open whose reply failed) and closes it. */
+void ovl_file_close(struct ovl_fs *fs, fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 int ovl_readlink(struct ovl_fs *fs, fuse_ino_t ino, char *buf, size_t len);
 int ovl_statfs(struct ovl_fs *fs, struct statvfs *st);
 /* Opens node n in its top layer for I/O with flags (never FIFOs/devices). */

@@ -200,6 +200,10 @@ static int parse_one(struct ovl_params *p, char *opt, char *err, size_t errlen)
 		p->writeback = parse_bool(val);
 		return 0;
 	}
+	if (!strcmp(opt, "passthrough")) {
+		p->passthrough = val && !strcmp(val, "all") ? 2 : parse_bool(val);
+		return 0;
+	}
 	if (!strcmp(opt, "noxattrs")) {
 		p->noxattrs = parse_bool(val);
 		return 0;

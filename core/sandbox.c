@@ -32,6 +32,12 @@
 #ifndef FUSE_DEV_IOC_CLONE
 #define FUSE_DEV_IOC_CLONE _IOR(229, 0, uint32_t)
 #endif
+/* FUSE passthrough (kernel >= 6.9; Debian 12's headers predate it): struct fuse_backing_map
+ * is { int32_t fd; uint32_t flags; uint64_t padding; } */
+#ifndef FUSE_DEV_IOC_BACKING_OPEN
+#define FUSE_DEV_IOC_BACKING_OPEN _IOC(_IOC_WRITE, 229, 1, 16)
+#define FUSE_DEV_IOC_BACKING_CLOSE _IOW(229, 2, uint32_t)
+#endif
 
 /* What each capability the server keeps is for. Everything else is dropped from the
  * effective, permitted, inheritable, ambient and bounding sets. The kernel has already
@@ -334,11 +340,18 @@ static const char *const refused[] = { "mount",
 /* The ioctl numbers the server may issue: reflink for copy-up, and the inode-flag and fsxattr
  * pair that lsattr/chattr pass through (core/file.c). libfuse issues FUSE_DEV_IOC_CLONE only
  * with clone_fd, which stratafs leaves off; it is allowed so that turning it on does not turn
- * into a silent failure. isatty() in stdio asks TCGETS. */
-static const unsigned long allowed_ioctls[] = {
-	FICLONE,	   FS_IOC_GETFLAGS,    FS_IOC_SETFLAGS, FS_IOC_FSGETXATTR,
-	FS_IOC_FSSETXATTR, FUSE_DEV_IOC_CLONE, TCGETS
-};
+ * into a silent failure. FUSE_DEV_IOC_BACKING_OPEN/CLOSE register backing files for FUSE
+ * passthrough (core/file.c); the kernel refuses them without CAP_SYS_ADMIN anyway. isatty()
+ * in stdio asks TCGETS. */
+static const unsigned long allowed_ioctls[] = { FICLONE,
+						FS_IOC_GETFLAGS,
+						FS_IOC_SETFLAGS,
+						FS_IOC_FSGETXATTR,
+						FS_IOC_FSSETXATTR,
+						FUSE_DEV_IOC_CLONE,
+						FUSE_DEV_IOC_BACKING_OPEN,
+						FUSE_DEV_IOC_BACKING_CLOSE,
+						TCGETS };
 
 int ovl_sandbox_seccomp_build(void **out, char *err, size_t errlen)
 {

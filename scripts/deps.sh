@@ -12,6 +12,7 @@ BUILD_PKGS=(gcc make pkg-config libfuse3-dev libjson-c-dev libcap-dev libseccomp
 TEST_PKGS=(fuse3 attr acl bats bats-assert bats-support bats-file fuse-overlayfs podman runc
 	uidmap busybox-static util-linux kmod
 	jq               # driver.bats and the demo read strata's JSON
+	meson ninja-build # scripts/libfuse.sh: the private libfuse 3.17 of the passthrough build
 	clang libclang-rt-dev # libFuzzer for the spec parser (make fuzz, run briefly by driver.bats)
 	dpkg-dev debhelper fakeroot lintian rpm debootstrap) # make deb/rpm, packaging.bats
 

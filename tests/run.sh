@@ -11,6 +11,8 @@
 #   - every tests/bats/*.bats with `bats --tap`, each under a timeout. A bats file
 #     that exits nonzero without a "not ok" line, or runs fewer tests than its plan,
 #     counts as 1 failure named after the file.
+#   - with PT_STRATAFS=BINARY (make check sets it when the passthrough build exists): the
+#     bats files in PT_TESTS once more with STRATAFS=BINARY.
 #   - with CHECK_FORMAT=1 (make check sets it): `make format-check`, as one test.
 #   - a leak check: fuse.stratafs mounts and stratafs processes that appeared
 #     during the run and are still there at the end are 1 failure.
@@ -256,6 +258,13 @@ for f in ${batsfiles[@]+"${batsfiles[@]}"}; do
 	fi
 	run_bats "$f"
 done
+# make check: some suites again against the passthrough build (PT_STRATAFS, make passthrough)
+if [ -n "${PT_STRATAFS:-}" ]; then
+	for f in ${PT_TESTS:-}; do
+		echo "# passthrough build ($PT_STRATAFS):"
+		STRATAFS=$PT_STRATAFS run_bats "$f"
+	done
+fi
 if [ "${CHECK_FORMAT:-0}" = 1 ]; then
 	run_format_check
 fi

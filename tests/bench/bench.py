@@ -14,6 +14,7 @@ Environment (see tests/bench/README.md):
   BENCH_WORKLOADS=a,b only these workloads (names as in the table's "id" column)
   BENCH_TARGETS=kernel,fuse-overlayfs,stratafs
   BENCH_STRATAFS_PT=/path/to/stratafs   add a target "stratafs-pt" (a passthrough build)
+  BENCH_PT_OPTS=passthrough=all         its extra mount options
   BENCH_PROFILE=1    instead of timing: per FUSE target and workload, count FUSE requests
                      by opcode (server in debug mode), then time one normal run and the
                      server's CPU time (build/bench/profile.{txt,json})
@@ -55,16 +56,23 @@ STRACE = os.environ.get("BENCH_STRACE", "0") not in ("", "0")
 STRATAFS = os.path.abspath(os.environ.get("STRATAFS", os.path.join(BUILD, "stratafs")))
 FUSE_OVERLAYFS = os.environ.get("FUSE_OVERLAYFS", "/usr/bin/fuse-overlayfs")
 STRATAFS_PT = os.environ.get("BENCH_STRATAFS_PT", "")
+# the passthrough target's options: "all" also passes through reads of lower files
+# (the default, passthrough=1, only files in the upper layer; writes are the same)
+PT_OPTS = os.environ.get("BENCH_PT_OPTS", "passthrough=all")
 
 # The dataset: bump GEN_VERSION whenever the generator changes what it writes.
-GEN_VERSION = 4
+GEN_VERSION = 6
 SEED = 20250601
-BIG_SEQ = "srv/big/blob-256M"  # the sequential-read file (bottom layer)
-RM_TREE = "usr/share/locale"  # the rm -rf target (bottom + middle layer)
+BIG_SEQ = "srv/big/blob-1G"  # the 1 GiB file: sequential and random reads, copy-up (bottom)
+BIG_SIZE = 1 << 30
+RM_TREE = "usr/share/locale"  # the rm -rf target (bottom + middle layer, ~10k entries)
 UNTAR_TOP = "usr/share/benchpkg"  # the untar tarball's tree, under an existing lower dir
-N_UNTAR = 5000
+N_UNTAR = 20000
 N_APPEND = 1000
 N_META = 5000
+N_RANDREAD = 20000
+SEQWRITE_MIB = 1024
+MANY_LAYERS = (20, 200)  # mount time with this many lower layers
 
 
 def log(msg):
@@ -233,9 +241,9 @@ def build_layers(g):
             g.file("%s/__pycache__/%s.cpython-311.pyc" % (d, m), g.size(7000))
             count += 3
 
-    for _ in range(55):
+    for _ in range(330):
         pytree("usr/lib/python3/dist-packages/" + g.name(), r.randint(20, 90))
-    for _ in range(180):
+    for _ in range(750):
         top = "usr/lib/node_modules/" + g.name()
         g.file(top + "/package.json", g.size(1500))
         g.file(top + "/README.md", g.size(4000))
@@ -243,8 +251,8 @@ def build_layers(g):
         for sub in ("lib", "dist")[:r.randint(1, 2)]:
             for _ in range(r.randint(2, 10)):
                 g.file("%s/%s/%s.js" % (top, sub, g.name()), g.size(5000))
-    incdirs = ["usr/include"] + ["usr/include/" + g.name() for _ in range(69)]
-    for _ in range(1400):
+    incdirs = ["usr/include"] + ["usr/include/" + g.name() for _ in range(150)]
+    for _ in range(6500):
         g.file("%s/%s.h" % (r.choice(incdirs), g.name()), g.size(5000))
     for p in pkgs:
         d = "usr/share/doc/" + p
@@ -253,27 +261,27 @@ def build_layers(g):
             g.file(d + "/changelog.Debian.gz", g.size(2000))
         if r.random() < 0.2:
             g.file(d + "/README", g.size(2500))
-    for _ in range(1500):
+    for _ in range(7000):
         sec = r.choice("11111333558")
         g.file("usr/share/man/man%s/%s.%s.gz" % (sec, g.name(), sec), g.size(2000))
-    mo = [g.name() for _ in range(40)]
+    mo = [g.name() for _ in range(400)]
     for lang in LANGS:
-        for m in r.sample(mo, 22):
+        for m in r.sample(mo, 170):
             g.file("%s/%s/LC_MESSAGES/%s.mo" % (RM_TREE, lang, m), g.size(8000))
-    for _ in range(12):
+    for _ in range(30):
         d = "usr/share/zoneinfo/" + g.name()
         for _ in range(35):
             g.file(d + "/" + g.name(), g.size(1500, 0.5))
-    perldirs = ["usr/share/perl5/" + g.name() for _ in range(30)]
-    perldirs += ["%s/%s" % (r.choice(perldirs), g.name()) for _ in range(30)]
-    for _ in range(700):
+    perldirs = ["usr/share/perl5/" + g.name() for _ in range(60)]
+    perldirs += ["%s/%s" % (r.choice(perldirs), g.name()) for _ in range(60)]
+    for _ in range(3500):
         g.file("%s/%s.pm" % (r.choice(perldirs), g.name()), g.size(7000))
     for p in pkgs:
         g.file("var/lib/dpkg/info/%s.list" % p, g.size(1500))
         g.file("var/lib/dpkg/info/%s.md5sums" % p, g.size(2500))
         if r.random() < 0.3:
             g.file("var/lib/dpkg/info/%s.postinst" % p, g.size(1200), 0o755)
-    g.file(BIG_SEQ, 256 << 20)
+    g.file(BIG_SEQ, BIG_SIZE)
     g.file("srv/big/blob-32M-base", 32 << 20)
 
     # ---- middle layer: an update layer with opaque dirs, whiteouts and overrides ----
@@ -302,7 +310,7 @@ def build_layers(g):
     cand = [p for p in g.visible_files(exclude=("srv/big/",)) if p not in g.cur_paths]
     for p in r.sample(cand, 250):
         g.whiteout(p)
-    for _ in range(15):
+    for _ in range(40):
         pytree("usr/lib/python3/dist-packages/" + g.name(), r.randint(30, 80))
     for lang in LANGS[:50]:
         for _ in range(6):
@@ -380,7 +388,7 @@ def write_untar(path):
     r = random.Random(SEED + 2)
     pool = random.Random(SEED + 3).randbytes(1 << 20)
     dirs = [UNTAR_TOP]
-    for _ in range(250):
+    for _ in range(800):
         dirs.append("%s/%s" % (r.choice(dirs), "".join(r.choice(SYL) for _ in range(3))))
     dirs = sorted(set(dirs))
     names = set()
@@ -428,6 +436,18 @@ def dataset():
     append = sorted(r.sample(cand, N_APPEND))
     with open(os.path.join(DATA, "append.list"), "w") as f:
         f.write("".join(p + "\n" for p in append))
+    with open(os.path.join(DATA, "bigappend.list"), "w") as f:
+        f.write(BIG_SEQ + "\n")
+    # the mount-time layers: many/1 .. many/N (short relative names: the kernel takes at
+    # most one page of mount options), each a directory, a file and a shared directory
+    for i in range(1, max(MANY_LAYERS) + 1):
+        d = os.path.join(DATA, "many", str(i))
+        os.makedirs(os.path.join(d, "etc", "layer%d" % i))
+        os.makedirs(os.path.join(d, "shared"), exist_ok=True)
+        with open(os.path.join(d, "f%d" % i), "w") as f:
+            f.write("layer %d\n" % i)
+        with open(os.path.join(d, "shared", "g%d" % i), "w") as f:
+            f.write("layer %d\n" % i)
     model = {p: list(v) for p, v in g.merged.items()}
     with open(os.path.join(DATA, "model.json"), "w") as f:
         json.dump(model, f)
@@ -531,8 +551,19 @@ class Scratch:
     def fresh(self):
         if self.mnt in MOUNTED:
             self.release_mount()
-        subprocess.run(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard",
-                        self.dev], check=True)
+        # a FUSE server that has just exited can hold the filesystem for a moment longer
+        # (its last fds are closed after the unmount returned): retry for a while
+        for attempt in range(100):
+            p = subprocess.run(["mkfs.ext4", "-q", "-F", "-E",
+                                "lazy_itable_init=1,lazy_journal_init=1,nodiscard", self.dev],
+                               capture_output=True, text=True)
+            if p.returncode == 0:
+                break
+            time.sleep(0.2)
+        else:
+            die("mkfs.ext4 %s: %s" % (self.dev, p.stderr.strip()))
+        if attempt:
+            log("bench: note: the scratch device was busy for %.1f s after the last unmount" % (attempt * 0.2))
         subprocess.run(["mount", "-t", "ext4", self.dev, self.mnt], check=True)
         MOUNTED.append(self.mnt)
 
@@ -551,8 +582,8 @@ LOOPS = []  # loop devices we attached
 
 
 class Target:
-    def __init__(self, name, exe=None, fstype="overlay"):
-        self.name, self.exe, self.fstype = name, exe, fstype
+    def __init__(self, name, exe=None, fstype="overlay", opts=""):
+        self.name, self.exe, self.fstype, self.opts = name, exe, fstype, opts
         self.pid = None
         self.proc = None  # foreground (debug) server
         self.mnt = os.path.join(RUN, name, "mnt")
@@ -564,11 +595,13 @@ class Target:
         for p in (self.upper, self.work, self.mnt):
             os.makedirs(p, exist_ok=True)
 
-    def mount(self, layers, debug_log=None):
+    def mount(self, layers, debug_log=None, cwd="/"):
         if mountinfo_fstype(self.mnt) is not None:
             die("%s is already a mountpoint" % self.mnt)
         self.fresh_dirs()
         opts = "lowerdir=%s,upperdir=%s,workdir=%s" % (":".join(layers), self.upper, self.work)
+        if self.opts:
+            opts += "," + self.opts
         if self.exe is None:
             cmd = ["mount", "-t", "overlay", "overlay", "-o", opts, self.mnt]
         else:
@@ -584,8 +617,10 @@ class Target:
                 time.sleep(0.05)
             self.pid = self.proc.pid
         else:
+            t0 = time.perf_counter()
             p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                               preexec_fn=set_fd_limit, cwd="/")
+                               preexec_fn=set_fd_limit, cwd=cwd)
+            self.mount_seconds = time.perf_counter() - t0
             if p.returncode != 0:
                 MOUNTED.remove(self.mnt)
                 die("%s: mount failed (%d): %s" % (self.name, p.returncode, p.stderr.strip()))
@@ -775,17 +810,22 @@ def workloads(ctx):
     T = TOOL
     W = []
 
-    def add(wid, desc, cold, steps, check=None, warm_steps=None, mutating=False):
+    def add(wid, desc, cold, steps, check=None, warm_steps=None, mutating=False, extra=False,
+            prime=None, mount_layers=None):
+        # extra: only run when named in BENCH_WORKLOADS (kept from earlier runs, not asked
+        # for by the issue); prime: what a cold run reads from the lower layers first;
+        # mount_layers: time the mount itself, with that many lower layers
         W.append(dict(id=wid, desc=desc, cold=cold, steps=steps, check=check,
-                      warm_steps=warm_steps, mutating=mutating))
+                      warm_steps=warm_steps, mutating=mutating, extra=extra, prime=prime,
+                      mount_layers=mount_layers))
 
     def walk(mode, skip=False):
         x = ["-x", "big"] if skip else []
         return lambda t: [[[T, "walk", mode] + x + ["-r", t.mnt]]]
 
-    def par_walk(mode, skip=False):
+    def par_walk(mode, skip=False, n=2):
         x = ["-x", "big"] if skip else []
-        return lambda t: [[[T, "walk", mode] + x + [t.plans[(mode, i)]] for i in range(2)]]
+        return lambda t: [[[T, "walk", mode] + x + [t.plans[(mode, n, i)]] for i in range(n)]]
 
     def chk_entries(c, t):
         expect(c, entries=ctx.entries, errors=0)
@@ -795,17 +835,39 @@ def workloads(ctx):
 
     add("stat_cold", "stat walk, cold (%d entries)" % ctx.entries, True, walk("stat"), chk_entries)
     add("stat_warm", "stat walk, warm", False, walk("stat"), chk_entries, warm_steps=walk("stat"))
-    add("readdir_cold", "readdir walk (no stat), cold", True, walk("readdir"), chk_entries)
+    lslr = lambda t: [[["ls", "-lR", t.mnt]]]
+    add("lslr_cold", "ls -lR, cold", True, lslr)
+    add("lslr_warm", "ls -lR, warm", False, lslr, warm_steps=lslr)
+    add("readdir_cold", "readdir walk (no stat), cold", True, walk("readdir"), chk_entries,
+        extra=True)
     add("readdir_warm", "readdir walk (no stat), warm", False, walk("readdir"), chk_entries,
-        warm_steps=walk("readdir"))
+        warm_steps=walk("readdir"), extra=True)
     add("read_cold", "read all small files, cold (%d, %d MiB)"
         % (ctx.small_files, ctx.small_bytes >> 20), True, walk("read", True), chk_read)
     add("read_warm", "read all small files, warm", False, walk("read", True), chk_read,
         warm_steps=walk("read", True))
     big = lambda t: [[[T, "seqread", os.path.join(t.mnt, BIG_SEQ)]]]
-    chk_big = lambda c, t: expect(c, bytes=256 << 20, errors=0)
-    add("seqread_cold", "sequential read 256 MiB, cold", True, big, chk_big)
-    add("seqread_warm", "sequential read 256 MiB, warm", False, big, chk_big, warm_steps=big)
+    chk_big = lambda c, t: expect(c, bytes=BIG_SIZE, errors=0)
+    prime_big = lambda layers: [[[TOOL, "seqread", os.path.join(layers[-1], BIG_SEQ)]]]
+    add("seqread_cold", "sequential read 1 GiB, cold", True, big, chk_big, prime=prime_big)
+    add("seqread_warm", "sequential read 1 GiB, warm", False, big, chk_big, warm_steps=big)
+    add("randread_cold", "%d random 4 KiB reads of the 1 GiB file, cold" % N_RANDREAD, True,
+        lambda t: [[[T, "randread", os.path.join(t.mnt, BIG_SEQ), str(N_RANDREAD), "7"]]],
+        lambda c, t: expect(c, reads=N_RANDREAD, errors=0), prime=prime_big)
+    add("seqwrite", "sequential write 1 GiB (new file) + sync", False,
+        lambda t: [[[T, "seqwrite", os.path.join(t.mnt, "seqwrite.bin"), str(SEQWRITE_MIB)]],
+                   [[T, "syncfs", t.mnt, t.upper]]],
+        lambda c, t: expect(c, bytes=SEQWRITE_MIB << 20, errors=0), mutating=True)
+
+    def chk_bigappend(c, t):
+        expect(c, files=1, errors=0)
+        st = os.lstat(os.path.join(t.mnt, BIG_SEQ))
+        if st.st_size != BIG_SIZE + 1:
+            raise RuntimeError("%s: size %d after append, want %d" % (BIG_SEQ, st.st_size, BIG_SIZE + 1))
+
+    add("copyup_big", "copy-up: append 1 B to the 1 GiB lower file + sync", False,
+        lambda t: [[[T, "append", t.mnt, os.path.join(DATA, "bigappend.list")]],
+                   [[T, "syncfs", t.mnt, t.upper]]], chk_bigappend, mutating=True)
 
     def chk_untar(c, t):
         c = run_cmds([[[T, "walk", "readdir", "-r", os.path.join(t.mnt, UNTAR_TOP)]]])
@@ -838,15 +900,23 @@ def workloads(ctx):
     add("meta", "create+stat+unlink %d files + sync" % N_META, False,
         lambda t: [[[T, "meta", os.path.join(t.mnt, "tmp-meta"), str(N_META)]],
                    [[T, "syncfs", t.mnt, t.upper]]],
-        lambda c, t: expect(c, files=N_META, errors=0), mutating=True)
+        lambda c, t: expect(c, files=N_META, errors=0), mutating=True, extra=True)
     add("par_stat_cold", "2 parallel stat walks (halves), cold", True, par_walk("stat"), chk_entries)
     add("par_stat_warm", "2 parallel stat walks (halves), warm", False, par_walk("stat"),
-        chk_entries, warm_steps=walk("stat"))
+        chk_entries, warm_steps=walk("stat"), extra=True)
+    add("par4_stat_cold", "4 parallel stat walks (quarters), cold", True, par_walk("stat", n=4),
+        chk_entries)
     add("par_read_cold", "2 parallel readers (halves), cold", True, par_walk("read", True), chk_read)
+    add("par4_read_cold", "4 parallel readers (quarters), cold", True, par_walk("read", True, 4),
+        chk_read)
+    for n in MANY_LAYERS:
+        add("mount_%d" % n, "mount time, %d lower layers" % n, False, None, mount_layers=n)
 
-    if QUICK:
-        W = [w for w in W if w["cold"] or w["mutating"]]
     only = os.environ.get("BENCH_WORKLOADS")
+    if not only:
+        W = [w for w in W if not w["extra"]]
+    if QUICK:
+        W = [w for w in W if w["cold"] or w["mutating"] or w["mount_layers"]]
     if only:
         names = only.split(",")
         bad = [n for n in names if n not in [w["id"] for w in W]]
@@ -887,8 +957,8 @@ def prefault():
 def prime_cmds(w, layers):
     # read what the cold run will read from the lower layers directly, so that every target
     # finds it in the same place -- the host's cache, not the guest's (dropped next)
-    if w["id"] == "seqread_cold":
-        return [[[TOOL, "seqread", os.path.join(layers[-1], BIG_SEQ)]]]
+    if w["prime"]:
+        return w["prime"](layers)
     mode = "read" if "read" in w["id"] else "stat"
     return [[[TOOL, "walk", mode, "-x", "big", "-r", l] for l in layers]]
 
@@ -925,6 +995,8 @@ def wait_idle():
 def measure(t, w, layers):
     """One measurement: fresh upper, fresh mount, (warm-up | drop caches), timed steps,
     check, unmount. Returns (seconds, rss-or-None)."""
+    if w["mount_layers"]:
+        return measure_mount(t, w)
     t.mount(layers)
     try:
         if w["warm_steps"]:
@@ -946,6 +1018,26 @@ def measure(t, w, layers):
     finally:
         t.umount()
     return dt, rss, load
+
+
+def measure_mount(t, w):
+    """Mount time: from starting the mount command until it returns with the mount live
+    (stratafs and fuse-overlayfs return once the kernel's INIT is answered)."""
+    n = w["mount_layers"]
+    many = ["many/%d" % i for i in range(1, n + 1)]
+    load = wait_idle()
+    settle()
+    t.mount(many, cwd=DATA)
+    try:
+        dt = t.mount_seconds
+        names = os.listdir(t.mnt)
+        want = n + 2  # f1..fN, etc, shared
+        if len(names) != want or len(os.listdir(os.path.join(t.mnt, "shared"))) != n:
+            raise RuntimeError("%s with %d layers: %d entries at the root, want %d"
+                               % (t.name, n, len(names), want))
+    finally:
+        t.umount()
+    return dt, None, load
 
 
 # --------------------------------------------------------------------------------------
@@ -1012,6 +1104,8 @@ def profile(targets, W, layers):
             continue
         res[t.name] = {}
         for w in W:
+            if w["mount_layers"]:
+                continue
             logpath = os.path.join(OUT, "profile-%s-%s.log" % (t.name, w["id"]))
             with open(logpath, "wb") as lf:
                 _, _, start, end = profile_once(t, w, layers, debug_log=lf)
@@ -1103,6 +1197,8 @@ def report(targets, W, samples, loads, rss, facts, info, ctx, mount_opts, elapse
         pairs.append(("fuse-overlayfs", "kernel", "f/k"))
     if "stratafs-pt" in names and "kernel" in names:
         pairs.append(("stratafs-pt", "kernel", "pt/k"))
+    if "stratafs-pt" in names and "fuse-overlayfs" in names:
+        pairs.append(("stratafs-pt", "fuse-overlayfs", "pt/f"))
     short = {"kernel": "kernel", "fuse-overlayfs": "fuse-ovl", "stratafs": "stratafs",
              "stratafs-pt": "strata-pt"}
     lines = []
@@ -1110,7 +1206,12 @@ def report(targets, W, samples, loads, rss, facts, info, ctx, mount_opts, elapse
     lines.append("%s, %d CPUs, %s; %s; libfuse %s; stratafs %s" % (
         facts["kernel"], facts["cpus"], facts["cpu_model"], facts["fuse_overlayfs"],
         facts["libfuse_deb"] or facts["libfuse_pkgconfig"], facts["stratafs_git"]))
-    lines.append("tree: %d entries (%d regular files) in 3 lower layers" % (ctx.entries, ctx.files))
+    lines.append("tree: %d entries (%d regular files, %d directories) in 3 lower layers"
+                 % (ctx.entries, ctx.files, ctx.dirs))
+    for t in targets:
+        if t.exe and "stratafs" in t.name:
+            v = subprocess.run([t.exe, "--version"], capture_output=True, text=True).stdout.strip()
+            lines.append("%s: %s%s" % (t.name, v, ", -o " + t.opts if t.opts else ""))
     lines.append("")
     hdr = "%-14s %-47s" % ("id", "workload") + "".join("%10s" % short.get(n, n) for n in names) + \
         "".join("%7s" % p[2] for p in pairs)
@@ -1151,6 +1252,7 @@ def report(targets, W, samples, loads, rss, facts, info, ctx, mount_opts, elapse
                        "small_bytes": ctx.small_bytes},
                    "mount_options": mount_opts, "server_after_stat_cold": rss,
                    "targets": names, "workloads": rows, "elapsed_s": round(elapsed, 1)}, f, indent=1)
+    chart(names, W, med)
     with open(os.path.join(OUT, "results.csv"), "w", newline="") as f:
         wr = csv.writer(f)
         cols = ["id", "workload"] + [n + "_s" for n in names] + ["%s_over_%s" % (a, b) for a, b, _ in pairs]
@@ -1164,6 +1266,45 @@ def report(targets, W, samples, loads, rss, facts, info, ctx, mount_opts, elapse
 # --------------------------------------------------------------------------------------
 # main
 # --------------------------------------------------------------------------------------
+
+def chart(names, W, med):
+    """results.png: per workload, each target's median as a ratio to the kernel's (log
+    scale), drawn by gnuplot (gnuplot-nox) when it is installed."""
+    if "kernel" not in names or subprocess.run(["sh", "-c", "command -v gnuplot"],
+                                               capture_output=True).returncode != 0:
+        return
+    others = [n for n in names if n != "kernel"]
+    dat = os.path.join(OUT, "results-ratios.dat")
+    with open(dat, "w") as f:
+        f.write("workload " + " ".join(others) + "\n")
+        for w in W:
+            m = med[w["id"]]
+            k = m["kernel"]
+            f.write(w["id"] + " " + " ".join(
+                "%.3f" % (m[n] / k) if m[n] and k else "NaN" for n in others) + "\n")
+    png = os.path.join(OUT, "results.png")
+    script = """
+set terminal pngcairo noenhanced size 1400,640 font ",10"
+set output '%s'
+set title "strata bench: median time as a ratio to the kernel's overlayfs (log scale; 1 = as fast; lower is better)"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set logscale y 2
+set yrange [0.25:*]
+set ytics (0.25, 0.5, 1, 2, 4, 8, 16, 32)
+set grid ytics
+set xtics rotate by -40 scale 0
+set key top left
+set arrow from graph 0, first 1 to graph 1, first 1 nohead lc rgb "black" lw 2
+set arrow from graph 0, first 2 to graph 1, first 2 nohead lc rgb "red" dt 2
+plot '%s' using 2:xtic(1) title columnheader(2)%s
+""" % (png, dat, "".join(", '' using %d title columnheader(%d)" % (i + 2, i + 2)
+                          for i in range(1, len(others))))
+    p = subprocess.run(["gnuplot"], input=script, capture_output=True, text=True)
+    if p.returncode != 0:
+        log("bench: gnuplot failed: %s" % p.stderr.strip()[-300:])
+
 
 def build_tool():
     src = os.path.join(HERE, "benchtool.c")
@@ -1199,7 +1340,7 @@ def main():
         else:
             die("unknown target %s" % n)
     if STRATAFS_PT:
-        targets.append(Target("stratafs-pt", os.path.abspath(STRATAFS_PT), "fuse.stratafs"))
+        targets.append(Target("stratafs-pt", os.path.abspath(STRATAFS_PT), "fuse.stratafs", PT_OPTS))
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
@@ -1243,6 +1384,7 @@ def main():
         ctx = Ctx()
         ctx.ref = ref
         ctx.entries = len(ref)
+        ctx.dirs = sum(1 for p in ref if ref[p][0] == "d")
         small = [p for p in ref if ref[p][0] == "f"]
         ctx.files = len(small)
         small = [p for p in small if not p.startswith("srv/big/")]
@@ -1254,11 +1396,12 @@ def main():
         for t in targets:
             t.plans = {}
             for mode in ("stat", "read"):
-                for i, plan in enumerate(plan_shards(ref, t.mnt, 2, mode == "read")):
-                    path = os.path.join(RUN, t.name, "plan-%s-%d" % (mode, i))
-                    with open(path, "w") as f:
-                        f.write("\n".join(plan) + "\n")
-                    t.plans[(mode, i)] = path
+                for n in (2, 4):
+                    for i, plan in enumerate(plan_shards(ref, t.mnt, n, mode == "read")):
+                        path = os.path.join(RUN, t.name, "plan-%s-%d-%d" % (mode, n, i))
+                        with open(path, "w") as f:
+                            f.write("\n".join(plan) + "\n")
+                        t.plans[(mode, n, i)] = path
         W = workloads(ctx)
 
         if PROFILE:

@@ -13,6 +13,8 @@
  *   benchtool append ROOT LIST   append one byte to each file ROOT/path named in LIST
  *   benchtool meta DIR N         mkdir DIR; create N empty files; stat them; unlink them; rmdir
  *   benchtool seqread FILE       read FILE to EOF in 1 MiB chunks
+ *   benchtool seqwrite FILE MIB  create FILE, write MIB MiB in 1 MiB writes, close
+ *   benchtool randread FILE N SEED  N preads of 4 KiB at random 4 KiB-aligned offsets of FILE
  *   benchtool syncfs PATH...     syncfs(2) the filesystem holding each PATH
  *   benchtool touch MIB          allocate MIB MiB, write every page, exit (see bench.py:
  *                                prefault())
@@ -294,6 +296,59 @@ static int cmd_seqread(int argc, char **argv)
 	return n_errors ? 1 : 0;
 }
 
+static int cmd_seqwrite(int argc, char **argv)
+{
+	if (argc != 3)
+		return 2;
+	long mib = atol(argv[2]);
+	int fd = open(argv[1], O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		err("open", argv[1]);
+		return 1;
+	}
+	memset(iobuf, 0x5a, sizeof(iobuf));
+	for (long i = 0; i < mib; i++) {
+		ssize_t w = write(fd, iobuf, sizeof(iobuf));
+		if (w != (ssize_t)sizeof(iobuf)) {
+			err("write", argv[1]);
+			break;
+		}
+		n_bytes += (unsigned long long)w;
+	}
+	if (close(fd) < 0)
+		err("close", argv[1]);
+	fprintf(stderr, "bytes=%llu errors=%llu\n", n_bytes, n_errors);
+	return n_errors ? 1 : 0;
+}
+
+static int cmd_randread(int argc, char **argv)
+{
+	if (argc != 4)
+		return 2;
+	long n = atol(argv[2]);
+	unsigned long long x = strtoull(argv[3], NULL, 10) * 2654435761ULL + 1;
+	int fd = open(argv[1], O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0 || st.st_size < 4096) {
+		err("open", argv[1]);
+		return 1;
+	}
+	unsigned long long blocks = (unsigned long long)st.st_size / 4096;
+	for (long i = 0; i < n; i++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17; /* xorshift64 */
+		ssize_t r = pread(fd, iobuf, 4096, (off_t)((x % blocks) * 4096));
+		if (r != 4096) {
+			err("pread", argv[1]);
+			break;
+		}
+		n_bytes += 4096;
+		n_files++;
+	}
+	close(fd);
+	fprintf(stderr, "reads=%llu bytes=%llu errors=%llu\n", n_files, n_bytes, n_errors);
+	return n_errors ? 1 : 0;
+}
+
 static int cmd_syncfs(int argc, char **argv)
 {
 	for (int i = 1; i < argc; i++) {
@@ -334,6 +389,10 @@ int main(int argc, char **argv)
 			r = cmd_meta(argc - 1, argv + 1);
 		else if (!strcmp(argv[1], "seqread"))
 			r = cmd_seqread(argc - 1, argv + 1);
+		else if (!strcmp(argv[1], "seqwrite"))
+			r = cmd_seqwrite(argc - 1, argv + 1);
+		else if (!strcmp(argv[1], "randread"))
+			r = cmd_randread(argc - 1, argv + 1);
 		else if (!strcmp(argv[1], "syncfs"))
 			r = cmd_syncfs(argc - 1, argv + 1);
 		else if (!strcmp(argv[1], "touch"))
