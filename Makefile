@@ -123,16 +123,19 @@ deps:
 
 # deps must run before anything asks pkg-config, hence the sub-makes.
 # The passthrough build (make passthrough) is checked too, with PT_TESTS; when its libfuse
-# cannot be fetched or built, check says why and runs without it.
+# cannot be fetched, that counts as one skip saying why; when stratafs does not build
+# against it, as one failure.
 check:
 	@$(MAKE) deps
 	@$(MAKE) all unit
-	@pt=; rc=0; BUILD=$(BUILD) scripts/libfuse.sh || rc=$$?; \
+	@pt=; skip=; fail=; rc=0; BUILD=$(BUILD) scripts/libfuse.sh || rc=$$?; \
 	if [ $$rc -eq 0 ]; then \
 		pt=$(PT_BUILD)/stratafs; \
-		$(MAKE) BUILD=$(PT_BUILD) FUSE_PREFIX=$(abspath $(BUILD)/libfuse) $$pt || rm -f $$pt; \
-	else echo "check: the passthrough build is skipped (scripts/libfuse.sh exit $$rc)"; fi; \
-	CHECK_FORMAT=1 PT_STRATAFS=$$pt PT_TESTS="$(PT_TESTS)" tests/run.sh
+		$(MAKE) BUILD=$(PT_BUILD) FUSE_PREFIX=$(abspath $(BUILD)/libfuse) $$pt || \
+			{ rm -f $$pt; pt=; fail="stratafs does not build against libfuse 3.17"; }; \
+	elif [ $$rc -eq 77 ]; then skip="no private libfuse 3.17 (scripts/libfuse.sh says why above)"; \
+	else fail="scripts/libfuse.sh failed (exit $$rc)"; fi; \
+	CHECK_FORMAT=1 PT_STRATAFS=$$pt PT_TESTS="$(PT_TESTS)" PT_SKIP="$$skip" PT_FAIL="$$fail" tests/run.sh
 
 demo:
 	@$(MAKE) deps

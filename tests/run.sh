@@ -12,7 +12,8 @@
 #     that exits nonzero without a "not ok" line, or runs fewer tests than its plan,
 #     counts as 1 failure named after the file.
 #   - with PT_STRATAFS=BINARY (make check sets it when the passthrough build exists): the
-#     bats files in PT_TESTS once more with STRATAFS=BINARY.
+#     bats files in PT_TESTS once more with STRATAFS=BINARY. Without it, PT_FAIL=REASON
+#     counts 1 failure (the build broke) and PT_SKIP=REASON 1 skip (no libfuse >= 3.16).
 #   - with CHECK_FORMAT=1 (make check sets it): `make format-check`, as one test.
 #   - a leak check: fuse.stratafs mounts and stratafs processes that appeared
 #     during the run and are still there at the end are 1 failure.
@@ -264,6 +265,10 @@ if [ -n "${PT_STRATAFS:-}" ]; then
 		echo "# passthrough build ($PT_STRATAFS):"
 		STRATAFS=$PT_STRATAFS run_bats "$f"
 	done
+elif [ -n "${PT_FAIL:-}" ]; then
+	fail_one "passthrough build" "$PT_FAIL"
+elif [ -n "${PT_SKIP:-}" ]; then
+	skip_one "passthrough build" "$PT_SKIP"
 fi
 if [ "${CHECK_FORMAT:-0}" = 1 ]; then
 	run_format_check
