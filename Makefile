@@ -8,8 +8,13 @@
 #   make format       clang-format -i every C source and header
 #   make format-check fail if clang-format would change anything
 #   make install      copy the programs to $(DESTDIR)$(PREFIX)/bin (PREFIX=/usr/local)
-#   make fuzz         build the libFuzzer target for the strata spec parser (clang) and run it
-#                     for FUZZ_TIME seconds (default 60) on tests/fuzz/corpus/spec
+#   make fuzz         build the libFuzzer targets (clang) and run each for FUZZ_TIME seconds
+#                     (default 60) on tests/fuzz/corpus/NAME: the strata spec parser (spec),
+#                     stratafs's option parser (params), random layer trees mounted in-process
+#                     and walked (layer; root); extra flags in tests/fuzz/NAME.flags
+#   make asan         build stratafs, strata and the unit tests with ASan+UBSan into
+#                     $(BUILD)/asan (make check runs the unit tests and ASAN_SUITES on it)
+#   make tools        test helpers in $(BUILD)/tools (tests/tools/*.c: the fsx checker)
 #   make bench        time stratafs against kernel overlayfs and fuse-overlayfs (root; not
 #                     part of check; BENCH_QUICK=1, BENCH_N=..., see tests/bench/README.md)
 #   make clean
@@ -110,8 +115,9 @@ deps:
 # deps must run before anything asks pkg-config, hence the sub-makes.
 check:
 	@$(MAKE) deps
-	@$(MAKE) all unit
-	@CHECK_FORMAT=1 tests/run.sh
+	@$(MAKE) all unit tools
+	@$(MAKE) asan
+	@CHECK_FORMAT=1 STRATA_ASAN=1 tests/run.sh
 
 demo:
 	@$(MAKE) deps
@@ -142,8 +148,26 @@ fuzz: fuzz-build
 		cp -n tests/fuzz/corpus/$$n/* $$work/ 2>/dev/null || true; \
 		echo "fuzz: $$b for $(FUZZ_TIME) s"; \
 		$$b -max_total_time=$(FUZZ_TIME) -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
-			-print_final_stats=1 -artifact_prefix=$(BUILD)/fuzz/ $$work || exit 1; \
+			-print_final_stats=1 -artifact_prefix=$(BUILD)/fuzz/ \
+			$$(cat tests/fuzz/$$n.flags 2>/dev/null) $$work || exit 1; \
 	done
+
+# ---- sanitizer build ---------------------------------------------------------
+# The same sources with AddressSanitizer (LeakSanitizer included) and UBSan, in their own
+# build dir (own objects and flags stamp). tests/run.sh runs them with STRATA_ASAN=1.
+ASAN_BUILD ?= $(BUILD)/asan
+ASAN_FLAGS ?= -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+.PHONY: asan tools
+asan:
+	@$(MAKE) BUILD=$(ASAN_BUILD) CFLAGS="$(ASAN_FLAGS)" LDFLAGS="$(ASAN_FLAGS)" all unit
+
+# ---- test tools ----------------------------------------------------------------
+TOOL_SRCS := $(wildcard tests/tools/*.c)
+TOOL_BINS := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TOOL_SRCS))
+tools: $(TOOL_BINS)
+$(BUILD)/tools/%: tests/tools/%.c Makefile
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 -Wall -Wextra $(WERROR_FLAG) -D_GNU_SOURCE $(CFLAGS) -o $@ $<
 
 # Results in $(BUILD)/bench/results.{txt,json,csv}; never gates anything on times.
 .PHONY: bench
@@ -189,6 +213,17 @@ $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(filter-out driver/main.c driver/spaw
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -std=gnu11 -D_GNU_SOURCE -Icore -Idriver $(DRIVER_PC_CFLAGS) -o $@ \
 		$(filter %.c,$^) $(DRIVER_PC_LIBS)
+
+# The option parser alone; the on-disk harness links every core file but main.c.
+$(BUILD)/fuzz/fuzz_params: tests/fuzz/fuzz_params.c core/params.c core/ovl.h Makefile
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -std=gnu11 -D_GNU_SOURCE -Icore $(CORE_PC_CFLAGS) -o $@ \
+		$(filter %.c,$^)
+
+$(BUILD)/fuzz/fuzz_layer: tests/fuzz/fuzz_layer.c $(filter-out core/main.c,$(CORE_SRCS)) core/ovl.h Makefile
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -std=gnu11 -D_GNU_SOURCE -Icore $(CORE_PC_CFLAGS) $(FUSE_FEATURES) -o $@ \
+		$(filter %.c,$^) $(CORE_PC_LIBS) -lpthread
 
 $(BUILD)/tests/test_%: $(OBJ)/tests/unit/test_%.o $(CORE_LIB_OBJS)
 	@mkdir -p $(@D)
