@@ -16,7 +16,7 @@ renamed file shown twice, a temp file in view) is a failure.
   crashwl.py run   KIND STATE MNT LOG SEED   run ops until done or killed
   crashwl.py check STATE MNT LOG             verify, then save the chosen state
 
-Kinds: copyup (writes into large lower files), untar (members of a tar archive
+Kinds: copyup (writes into 4 MiB lower files), untar (members of a tar archive
 extracted op by op over existing lower files), rename (a rename storm over lower
 and upper files and directories), rmrf (rm -rf of a mixed lower/upper tree).
 """
@@ -181,7 +181,7 @@ def init(kind, state, lower, seed):
     extra = {}
     if kind == "copyup":
         for i in range(6):
-            mk("big%d" % i, ("f", bytearray(rng.randbytes(8 << 20))))
+            mk("big%d" % i, ("f", bytearray(rng.randbytes(4 << 20))))
         mk("small", ("f", bytearray(b"small\n")))
     elif kind == "untar":
         for d in ("etc", "usr", "usr/lib", "usr/bin", "var", "var/lib", "opt"):
@@ -252,7 +252,7 @@ def gen_ops(s, rng):
             size = len(m[p][1])
             yield ("pwrite", p, rng.randrange(size), rng.randbytes(rng.randrange(1, 64)))
             if rng.random() < 0.3:
-                yield ("truncate", p, rng.randrange(1, 8 << 20))
+                yield ("truncate", p, rng.randrange(1, 4 << 20))
             yield ("trunc_open", "small")
             yield ("pwrite", "small", 0, b"rewritten %d\n" % rng.randrange(1000))
             for _ in range(3):
