@@ -91,15 +91,13 @@ crash_cycles() {
 		mount_strata "$C/lower" "$C/upper" "$C/work" "$C/mnt" || return 1
 		pid=$STRATA_PID
 		: >"$C/log"
-		timeout -k 5 120 python3 "$CRASHWL" run "$kind" "$C/state" "$C/mnt" "$C/log" "$((i * 7919 + ${#kind}))" &
-		wl=$!
-		wait_for 30 grep -q '^S' "$C/log" || { echo "workload did not start" >&2; return 1; }
-		# spread over the first 3/4: starting a kill takes a few ms too
+		# spread over the first 3/4 of the workload's length
 		delay=$((RANDOM % (MAXDELAY * 3 / 4 + 1)))
-		sleep "$(printf '%d.%03d' $((delay / 1000)) $((delay % 1000)))"
-		kill -9 "$pid"
-		wait_pids_gone 10 "$pid" || return 1
+		timeout -k 5 120 python3 "$CRASHWL" run "$kind" "$C/state" "$C/mnt" "$C/log" \
+			"$((i * 7919 + ${#kind}))" "$pid" "$delay" &
+		wl=$!
 		wait "$wl" && rc=0 || rc=$?
+		wait_pids_gone 10 "$pid" || return 1
 		# 0: finished before the kill; 3: stopped by the dead connection
 		if [ "$rc" != 0 ] && [ "$rc" != 3 ]; then
 			echo "cycle $i: workload failed with status $rc: $(tail -n 2 "$C/log")" >&2

@@ -13,7 +13,9 @@ renamed file shown twice, a temp file in view) is a failure.
 
   crashwl.py init  KIND STATE LOWER SEED     build the lower layer and the model
   crashwl.py prep  STATE MNT                 set-up ops through a mount (rmrf)
-  crashwl.py run   KIND STATE MNT LOG SEED   run ops until done or killed
+  crashwl.py run   KIND STATE MNT LOG SEED [PID MS]
+                                            run ops until done or killed; with PID,
+                                            SIGKILL it MS milliseconds after the start
   crashwl.py check STATE MNT LOG             verify, then save the chosen state
 
 Kinds: copyup (writes into 4 MiB lower files), untar (members of a tar archive
@@ -29,7 +31,9 @@ import pickle
 import random
 import stat
 import sys
+import signal
 import tarfile
+import threading
 import time
 
 CHUNK = 4096  # writes stay within one FUSE request
@@ -304,13 +308,19 @@ def gen_ops(s, rng):
             yield from rm("tree")
 
 
-def run(state, mnt, log, seed, max_ops=100000):
+def run(state, mnt, log, seed, killpid=0, delay_ms=0, max_ops=100000):
     s = load(state)
     rng = random.Random(seed)
     fds = {}
     lfd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    os.write(lfd, b"S\n")  # started: the caller's kill delay counts from here
+    os.write(lfd, b"S\n")  # started: the kill delay counts from here
     t0 = time.monotonic()
+    killer = None
+    if killpid:
+        # the kill comes from here, timed in-process: a shell's sleep and kill would add
+        # milliseconds of their own, as long as a whole copy-up workload
+        killer = threading.Timer(delay_ms / 1000.0, os.kill, (killpid, signal.SIGKILL))
+        killer.start()
     n = 0
     for op in gen_ops(s, rng):
         if op[0] == "member_done":
@@ -325,6 +335,8 @@ def run(state, mnt, log, seed, max_ops=100000):
             do_op(mnt, op, fds)
         except OSError as e:
             os.write(lfd, b"X %d\n" % e.errno)
+            if killer:
+                killer.join()
             # killed server: ENOTCONN (new requests) or ECONNABORTED (in flight)
             sys.exit(3 if e.errno in (errno.ENOTCONN, errno.ECONNABORTED) else 4)
         os.write(lfd, b"E\n")
@@ -332,6 +344,8 @@ def run(state, mnt, log, seed, max_ops=100000):
         n += 1
     close_fds(fds)
     os.write(lfd, b"D %d\n" % int((time.monotonic() - t0) * 1000))
+    if killer:
+        killer.join()  # finished first: the server is killed all the same
 
 
 def enc(op):
@@ -479,7 +493,7 @@ def main():
         close_fds(fds)
         save(a[1], s)
     elif a[0] == "run":
-        run(a[2], a[3], a[4], int(a[5]))
+        run(a[2], a[3], a[4], int(a[5]), *[int(x) for x in a[6:8]])
     elif a[0] == "check":
         sys.exit(check(a[1], a[2], a[3]))
     else:
