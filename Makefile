@@ -3,7 +3,8 @@
 #   make              build build/stratafs (and build/strata, build/strata-hook when
 #                     driver/ and oci-hooks/ hold sources)
 #   make deps         install the Debian packages the build and the tests need
-#   make check        deps, build, unit tests, format check, bats suites (tests/run.sh)
+#   make check        deps, build, unit tests, format check, bats suites (tests/run.sh), then
+#                     the unit tests and ASAN_SUITES again on the ASan+UBSan build
 #   make demo         deps, build, then scripts/demo.sh (a 3-layer overlay, step by step)
 #   make format       clang-format -i every C source and header
 #   make format-check fail if clang-format would change anything
