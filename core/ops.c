@@ -112,7 +112,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	else
 		fuse_reply_attr(
 			req, &st,
-			(st.st_nlink > 1 && S_ISREG(st.st_mode)) || n->unlinked ? 0 : fs->timeout);
+			(st.st_nlink > 1 && !S_ISDIR(st.st_mode)) || n->unlinked ? 0 : fs->timeout);
 }
 
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
