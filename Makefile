@@ -3,8 +3,9 @@
 #   make              build build/stratafs (and build/strata, build/strata-hook when
 #                     driver/ and oci-hooks/ hold sources)
 #   make deps         install the Debian packages the build and the tests need
-#   make check        deps, build, unit tests, format check, bats suites (tests/run.sh), and
-#                     PT_TESTS against the passthrough build
+#   make check        deps, build, unit tests, format check, bats suites (tests/run.sh),
+#                     PT_TESTS against the passthrough build, then the unit tests and
+#                     ASAN_SUITES again on the ASan+UBSan build
 #   make demo         deps, build, then scripts/demo.sh (a 3-layer overlay, step by step)
 #   make format       clang-format -i every C source and header
 #   make format-check fail if clang-format would change anything
@@ -14,8 +15,13 @@
 #   make man          the man pages (docs/*.scd, scdoc) in $(BUILD)/man; part of `make`
 #   make deb          a Debian package ($(BUILD)/deb/strata_VERSION_ARCH.deb), lintian-checked
 #   make rpm          an RPM from packaging/rpm/strata.spec ($(BUILD)/rpm/RPMS/)
-#   make fuzz         build the libFuzzer target for the strata spec parser (clang) and run it
-#                     for FUZZ_TIME seconds (default 60) on tests/fuzz/corpus/spec
+#   make fuzz         build the libFuzzer targets (clang) and run each for FUZZ_TIME seconds
+#                     (default 60) on tests/fuzz/corpus/NAME: the strata spec parser (spec),
+#                     stratafs's option parser (params), random layer trees mounted in-process
+#                     and walked (layer; root); extra flags in tests/fuzz/NAME.flags
+#   make asan         build stratafs, strata and the unit tests with ASan+UBSan into
+#                     $(BUILD)/asan (make check runs the unit tests and ASAN_SUITES on it)
+#   make tools        test helpers in $(BUILD)/tools (tests/tools/*.c: the fsx checker)
 #   make passthrough  build $(BUILD)/pt/stratafs against a private static libfuse 3.17
 #                     (scripts/libfuse.sh: Debian trixie's source package) with FUSE passthrough
 #   make bench        time stratafs against kernel overlayfs and fuse-overlayfs (root; not
@@ -127,7 +133,8 @@ deps:
 # against it, as one failure.
 check:
 	@$(MAKE) deps
-	@$(MAKE) all unit
+	@$(MAKE) all unit tools
+	@$(MAKE) asan
 	@pt=; skip=; fail=; rc=0; BUILD=$(BUILD) scripts/libfuse.sh || rc=$$?; \
 	if [ $$rc -eq 0 ]; then \
 		pt=$(PT_BUILD)/stratafs; \
@@ -135,7 +142,7 @@ check:
 			{ rm -f $$pt; pt=; fail="stratafs does not build against libfuse 3.17"; }; \
 	elif [ $$rc -eq 77 ]; then skip="no private libfuse 3.17 (scripts/libfuse.sh says why above)"; \
 	else fail="scripts/libfuse.sh failed (exit $$rc)"; fi; \
-	CHECK_FORMAT=1 PT_STRATAFS=$$pt PT_TESTS="$(PT_TESTS)" PT_SKIP="$$skip" PT_FAIL="$$fail" tests/run.sh
+	CHECK_FORMAT=1 STRATA_ASAN=1 PT_STRATAFS=$$pt PT_TESTS="$(PT_TESTS)" PT_SKIP="$$skip" PT_FAIL="$$fail" tests/run.sh
 
 demo:
 	@$(MAKE) deps
@@ -166,7 +173,8 @@ fuzz: fuzz-build
 		cp -n tests/fuzz/corpus/$$n/* $$work/ 2>/dev/null || true; \
 		echo "fuzz: $$b for $(FUZZ_TIME) s"; \
 		$$b -max_total_time=$(FUZZ_TIME) -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
-			-print_final_stats=1 -artifact_prefix=$(BUILD)/fuzz/ $$work || exit 1; \
+			-print_final_stats=1 -artifact_prefix=$(BUILD)/fuzz/ \
+			$$(cat tests/fuzz/$$n.flags 2>/dev/null) $$work || exit 1; \
 	done
 
 # ---- the passthrough build --------------------------------------------------
@@ -186,6 +194,23 @@ passthrough: libfuse
 # which stratafs does not implement yet.)
 PT_TESTS ?= tests/bats/semantics.bats tests/bats/copyup.bats tests/bats/whiteout.bats \
 	tests/bats/passthrough.bats
+
+# ---- sanitizer build ---------------------------------------------------------
+# The same sources with AddressSanitizer (LeakSanitizer included) and UBSan, in their own
+# build dir (own objects and flags stamp). tests/run.sh runs them with STRATA_ASAN=1.
+ASAN_BUILD ?= $(BUILD)/asan
+ASAN_FLAGS ?= -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+.PHONY: asan tools
+asan:
+	@$(MAKE) BUILD=$(ASAN_BUILD) CFLAGS="$(ASAN_FLAGS)" LDFLAGS="$(ASAN_FLAGS)" all unit
+
+# ---- test tools ----------------------------------------------------------------
+TOOL_SRCS := $(wildcard tests/tools/*.c)
+TOOL_BINS := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TOOL_SRCS))
+tools: $(TOOL_BINS)
+$(BUILD)/tools/%: tests/tools/%.c Makefile
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 -Wall -Wextra $(WERROR_FLAG) -D_GNU_SOURCE $(CFLAGS) -o $@ $<
 
 # Results in $(BUILD)/bench/results.{txt,json,csv}; never gates anything on times.
 # The passthrough build is a fourth target when it can be built.
@@ -306,6 +331,17 @@ $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(filter-out driver/main.c driver/spaw
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -std=gnu11 -D_GNU_SOURCE -Icore -Idriver $(DRIVER_PC_CFLAGS) -o $@ \
 		$(filter %.c,$^) $(DRIVER_PC_LIBS)
+
+# The option parser alone; the on-disk harness links every core file but main.c.
+$(BUILD)/fuzz/fuzz_params: tests/fuzz/fuzz_params.c core/params.c core/ovl.h Makefile
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -std=gnu11 -D_GNU_SOURCE -Icore $(CORE_PC_CFLAGS) -o $@ \
+		$(filter %.c,$^)
+
+$(BUILD)/fuzz/fuzz_layer: tests/fuzz/fuzz_layer.c $(filter-out core/main.c,$(CORE_SRCS)) core/ovl.h Makefile
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -std=gnu11 -D_GNU_SOURCE -Icore $(CORE_PC_CFLAGS) $(FUSE_FEATURES) -o $@ \
+		$(filter %.c,$^) $(CORE_PC_LIBS) -lpthread
 
 $(BUILD)/tests/test_%: $(OBJ)/tests/unit/test_%.o $(CORE_LIB_OBJS)
 	@mkdir -p $(@D)

@@ -183,6 +183,7 @@ void ovl_nodes_destroy(struct ovl_fs *fs)
 			if (n->inuse) {
 				free(n->name);
 				free(n->stack);
+				free(n->lpath);
 			}
 			pthread_mutex_destroy(&n->lock);
 		}

@@ -185,6 +185,7 @@ int main(int argc, char **argv)
 	char *fargv[] = { argv[0], "-o", mopts, p->debug ? "-d" : NULL, NULL };
 	struct fuse_args args = FUSE_ARGS_INIT(p->debug ? 4 : 3, fargv);
 	struct fuse_session *se = fuse_session_new(&args, &ovl_ops, sizeof(ovl_ops), &fs);
+	fuse_opt_free_args(&args); /* the session keeps copies of what it needs */
 	if (!se) {
 		fprintf(stderr, "stratafs: cannot create the FUSE session\n");
 		return 1;

@@ -293,7 +293,7 @@ void ovl_fill_entry(struct ovl_fs *fs, struct ovl_node *n, const struct stat *st
 	e->attr_timeout = fs->timeout;
 	e->entry_timeout = fs->timeout;
 	/* several names, several nodes: do not let the kernel keep stale counts and sizes */
-	if (S_ISREG(st->st_mode) && st->st_nlink > 1)
+	if (!S_ISDIR(st->st_mode) && st->st_nlink > 1)
 		e->attr_timeout = 0;
 }
 

@@ -124,7 +124,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	}
 	ovl_idmap_stat(fs, &st);
 	fuse_reply_attr(req, &st,
-			(st.st_nlink > 1 && S_ISREG(st.st_mode)) || n->unlinked ? 0 : fs->timeout);
+			(st.st_nlink > 1 && !S_ISDIR(st.st_mode)) || n->unlinked ? 0 : fs->timeout);
 }
 
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,

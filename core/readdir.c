@@ -187,6 +187,23 @@ static int merge_dir(struct ovl_fs *fs, struct ovl_node *dir,
 	return r;
 }
 
+/* The offset of the entry after name: a hash of the name, not a position, so that an
+ * offset the kernel got from one listing (its readdir cache outlives handles) resumes a
+ * listing made later, after entries came or went, without repeating or skipping names. */
+static off_t name_cookie(const char *name)
+{
+	if (!strcmp(name, ".") || !strcmp(name, ".."))
+		return name[1] ? 2 : 1;
+	return (off_t)(hash_str(name) >> 2) + 3;
+}
+
+static int cookie_cmp(const void *a, const void *b)
+{
+	off_t x = name_cookie(((const struct ovl_dirent *)a)->name);
+	off_t y = name_cookie(((const struct ovl_dirent *)b)->name);
+	return x < y ? -1 : x > y;
+}
+
 static int load_cb(void *ctx, const char *name, uint64_t ino, unsigned char type)
 {
 	return add_ent(ctx, name, ino, type);
@@ -207,6 +224,8 @@ int ovl_dir_load(struct ovl_fs *fs, struct ovl_node *dir, struct ovl_dirh *h, bo
 		ovl_dirh_free(h);
 		return r;
 	}
+	if (h->n > 1)
+		qsort(h->ents, h->n, sizeof(*h->ents), cookie_cmp);
 	h->loaded = true;
 	return 0;
 }
@@ -240,8 +259,15 @@ ssize_t ovl_readdir_fill(struct ovl_fs *fs, fuse_req_t req, fuse_ino_t ino, char
 			return r;
 		}
 	}
-	size_t pos = 0;
-	for (size_t i = (size_t)off; i < h->n; i++) {
+	size_t pos = 0, lo = 0, hi = h->n;
+	while (lo < hi) { /* the first entry past off */
+		size_t mid = lo + (hi - lo) / 2;
+		if (name_cookie(h->ents[mid].name) <= off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (size_t i = lo; i < h->n; i++) {
 		struct ovl_dirent *de = &h->ents[i];
 		size_t used;
 		if (plus) {
@@ -255,7 +281,7 @@ ssize_t ovl_readdir_fill(struct ovl_fs *fs, fuse_req_t req, fuse_ino_t ino, char
 				continue; /* vanished since the listing was made */
 			}
 			used = fuse_add_direntry_plus(req, buf + pos, size - pos, de->name, &e,
-						      (off_t)(i + 1));
+						      name_cookie(de->name));
 			if (used > size - pos) {
 				/* did not fit: give the lookup reference back */
 				struct ovl_node *n =
@@ -267,7 +293,7 @@ ssize_t ovl_readdir_fill(struct ovl_fs *fs, fuse_req_t req, fuse_ino_t ino, char
 		} else {
 			struct stat st = { .st_ino = de->ino, .st_mode = DTTOIF(de->type) };
 			used = fuse_add_direntry(req, buf + pos, size - pos, de->name, &st,
-						 (off_t)(i + 1));
+						 name_cookie(de->name));
 			if (used > size - pos)
 				break;
 		}

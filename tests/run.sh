@@ -18,6 +18,11 @@
 #   - a leak check: fuse.stratafs mounts and stratafs processes that appeared
 #     during the run and are still there at the end are 1 failure.
 #
+#   - with STRATA_ASAN=1 (make check sets it, after `make asan`): the unit tests of
+#     build/asan and the ASAN_SUITES bats files (default: semantics copyup cli) again,
+#     against the ASan+UBSan stratafs; any sanitizer report (LeakSanitizer at the
+#     daemon's exit included) is 1 failure.
+#
 # TESTS="tests/bats/foo.bats build/tests/test_params" tests/run.sh runs a subset
 # (a unit test can also be named as tests/unit/test_X.c or test_X).
 # BATS_TIMEOUT (seconds, default 900) and UNIT_TIMEOUT (default 300) bound each file.
@@ -168,8 +173,7 @@ on_signal() {
 trap on_signal INT TERM
 
 run_unit() {
-	local bin=$1 name st
-	name=$(basename "$bin")
+	local bin=$1 name=${2:-$(basename "$1")} st
 	echo "# unit: $name"
 	run_logged "$UNIT_TIMEOUT" 10 "$bin"
 	st=$RUN_STATUS
@@ -195,20 +199,20 @@ run_unit() {
 }
 
 run_bats() {
-	local file=$1 st
-	echo "# bats: $file"
+	local file=$1 st label=${2:-$1}
+	echo "# bats: $label"
 	if ! command -v bats >/dev/null 2>&1; then
 		fail_one "$file" "bats is not installed (make deps)"
 		return
 	fi
 	run_logged "$BATS_TIMEOUT" 30 bats --tap "$file"
 	st=$RUN_STATUS
-	note_leaks "$file"
-	count_tap "$LOG" "$file"
+	note_leaks "$label"
+	count_tap "$LOG" "$label"
 	if [ "$st" -ne 0 ] && { [ "$TAP_FAILS" -eq 0 ] || [ "$st" -gt 123 ]; }; then
-		fail_one "$file" "bats $(status_reason "$st" "$BATS_TIMEOUT")"
+		fail_one "$label" "bats $(status_reason "$st" "$BATS_TIMEOUT")"
 	elif [ "$TAP_PLAN" -ge 0 ] && [ "$TAP_RESULTS" -lt "$TAP_PLAN" ]; then
-		fail_one "$file" "only $TAP_RESULTS of $TAP_PLAN tests reported"
+		fail_one "$label" "only $TAP_RESULTS of $TAP_PLAN tests reported"
 	fi
 }
 
@@ -272,6 +276,51 @@ elif [ -n "${PT_SKIP:-}" ]; then
 fi
 if [ "${CHECK_FORMAT:-0}" = 1 ]; then
 	run_format_check
+fi
+
+# ---- the ASan+UBSan pass ---------------------------------------------------------
+run_asan() {
+	local dir=$ROOT/${ASAN_BUILD:-build/asan} logs b f n
+	echo "# asan: unit tests and ${ASAN_SUITES:=semantics copyup cli} against $dir"
+	if [ ! -x "$dir/stratafs" ]; then
+		fail_one "asan" "no sanitizer build in $dir (make asan)"
+		return
+	fi
+	logs=$(mktemp -d -t strata-asan.XXXXXX) || return
+	# every process (the daemons too, whose stderr is /dev/null) reports into $logs
+	export ASAN_OPTIONS="log_path=$logs/asan:detect_leaks=1:abort_on_error=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+	export UBSAN_OPTIONS="log_path=$logs/ubsan:print_stacktrace=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
+	for b in "$dir"/tests/test_*; do
+		[ -x "$b" ] && run_unit "$b" "asan:$(basename "$b")"
+	done
+	for f in $ASAN_SUITES; do
+		STRATAFS=$dir/stratafs run_bats "tests/bats/$f.bats" "asan:tests/bats/$f.bats"
+	done
+	unset ASAN_OPTIONS UBSAN_OPTIONS
+	# a daemon writes its leak report when it exits, shortly after its unmount
+	local deadline=$((SECONDS + 10)) p busy
+	while [ "$SECONDS" -lt "$deadline" ]; do
+		busy=
+		for p in $(stratafs_pids); do
+			[ "$(readlink "/proc/$p/exe" 2>/dev/null)" = "$dir/stratafs" ] && busy=1
+		done
+		[ -z "$busy" ] && break
+		sleep 0.2
+	done
+	n=$(find "$logs" -type f | wc -l)
+	if [ "$n" -gt 0 ]; then
+		for f in "$logs"/*; do
+			echo "# --- $f (pid ${f##*.}):"
+			head -n 40 "$f" | sed 's/^/#   /'
+		done
+		fail_one "asan reports" "$n sanitizer report(s) from the ASan+UBSan build"
+	else
+		pass_one "asan reports: none"
+	fi
+	rm -rf "$logs"
+}
+if [ "${STRATA_ASAN:-0}" = 1 ]; then
+	run_asan
 fi
 
 # ---- leak check ----------------------------------------------------------------
