@@ -105,50 +105,45 @@ static bool lock_held(int dirfd, const char *id)
 	return held;
 }
 
-/* Why the server kept CAP_SYS_ADMIN, as it wrote in its log (core/sandbox.c). */
-static void add_sys_admin_reason(int dirfd, const char *id, json_object *sb)
+/* The rest of the line of the server's log (ID.log, its first 4 KiB) that holds KEY, in buf;
+ * NULL when there is none. */
+static char *server_log_line(int dirfd, const char *id, const char *key, char *buf, size_t size)
 {
-	char name[STRATA_ID_MAX + 8], buf[2048];
+	char name[STRATA_ID_MAX + 8];
 	snprintf(name, sizeof(name), "%s.log", id);
 	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
-		return;
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+		return NULL;
+	ssize_t n = read(fd, buf, size - 1);
 	close(fd);
 	if (n <= 0)
-		return;
+		return NULL;
 	buf[n] = '\0';
-	static const char key[] = "CAP_SYS_ADMIN kept: ";
 	char *p = strstr(buf, key);
 	if (!p)
-		return;
-	p += sizeof(key) - 1;
+		return NULL;
+	p += strlen(key);
 	char *e = strchr(p, '\n');
 	if (e)
 		*e = '\0';
-	json_object_object_add(sb, "sysAdminReason", json_object_new_string(p));
+	return p;
+}
+
+/* Why the server kept CAP_SYS_ADMIN, as it wrote in its log (core/sandbox.c). */
+static void add_sys_admin_reason(int dirfd, const char *id, json_object *sb)
+{
+	char buf[4096];
+	char *p = server_log_line(dirfd, id, "CAP_SYS_ADMIN kept: ", buf, sizeof(buf));
+	if (p)
+		json_object_object_add(sb, "sysAdminReason", json_object_new_string(p));
 }
 
 void strata_add_probed_features(int dirfd, const char *id, json_object *features)
 {
-	char name[STRATA_ID_MAX + 8], buf[4096];
-	snprintf(name, sizeof(name), "%s.log", id);
-	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		return;
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return;
-	buf[n] = '\0';
-	static const char key[] = "stratafs: features: ";
-	char *p = strstr(buf, key);
+	char buf[4096];
+	char *p = server_log_line(dirfd, id, "stratafs: features: ", buf, sizeof(buf));
 	if (!p)
 		return;
-	p += sizeof(key) - 1;
-	char *e = strchr(p, '\n');
-	if (e)
-		*e = '\0';
 	/* "a_b=v c=yes": camelCase keys, yes/no as booleans */
 	char *save;
 	for (char *w = strtok_r(p, " ", &save); w; w = strtok_r(NULL, " ", &save)) {

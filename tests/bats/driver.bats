@@ -63,8 +63,13 @@ capeff()
 	pid=$(j .pid)
 	caps=$(j '.sandbox.capabilities | join(",")')
 	# rw root mount on a filesystem with trusted xattrs: CAP_SYS_ADMIN stays, for the
-	# kernel-compatible trusted.overlay.* markers (docs/strata.8)
+	# kernel-compatible trusted.overlay.* markers (strata(8), SANDBOX)
 	[ "$caps" = CAP_CHOWN,CAP_DAC_OVERRIDE,CAP_DAC_READ_SEARCH,CAP_FOWNER,CAP_FSETID,CAP_SYS_ADMIN,CAP_MKNOD,CAP_SETFCAP ]
+	# ... and says why, from the server's own log line
+	[[ "$(j .sandbox.sysAdminReason)" == *trusted.overlay* ]] || { show; false; }
+	# what the server's probe of the upper chose
+	[ "$(j .features.whiteout)" = chardev ] || { show; false; }
+	[ "$(j .features.xattrPrefix)" = trusted.overlay. ] || { show; false; }
 	[ "$(j '.sandbox.boundingSet | join(",")')" = "$caps" ]
 	grep -qx 'CapInh:	0000000000000000' /proc/"$pid"/status
 	grep -qx 'CapAmb:	0000000000000000' /proc/"$pid"/status
