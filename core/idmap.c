@@ -27,14 +27,8 @@
 static uint32_t read_overflow(const char *path)
 {
 	char buf[32];
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	if (read_small_file(AT_FDCWD, path, buf, sizeof(buf)) < 0)
 		return 65534;
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return 65534;
-	buf[n] = '\0';
 	char *end;
 	unsigned long v = strtoul(buf, &end, 10);
 	return end == buf ? 65534 : (uint32_t)v;

@@ -111,14 +111,8 @@ static char *server_log_line(int dirfd, const char *id, const char *key, char *b
 {
 	char name[STRATA_ID_MAX + 8];
 	snprintf(name, sizeof(name), "%s.log", id);
-	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
+	if (read_small_file(dirfd, name, buf, size) < 0)
 		return NULL;
-	ssize_t n = read(fd, buf, size - 1);
-	close(fd);
-	if (n <= 0)
-		return NULL;
-	buf[n] = '\0';
 	char *p = strstr(buf, key);
 	if (!p)
 		return NULL;
