@@ -465,14 +465,25 @@ static json_object *load_spec(const char *ann)
 	return spec;
 }
 
+/* Reads stdin, the engine's WHAT ("OCI config", "OCI state"), as a JSON object, or dies;
+ * *textp and *lenp get its bytes (precreate prints them back unchanged). */
+static json_object *read_stdin_object(const char *what, char **textp, size_t *lenp)
+{
+	char label[64];
+	snprintf(label, sizeof(label), "the %s on stdin", what);
+	*textp = read_all(0, lenp, label);
+	const char *perr = NULL;
+	json_object *o = parse_json(*textp, *lenp, &perr);
+	if (!o || !json_object_is_type(o, json_type_object))
+		die("stdin is not an %s (a JSON object): %s", what, o ? "not an object" : perr);
+	return o;
+}
+
 static int cmd_precreate(void)
 {
 	size_t len;
-	char *text = read_all(0, &len, "the OCI config on stdin");
-	const char *perr = NULL;
-	json_object *cfg = parse_json(text, len, &perr);
-	if (!cfg || !json_object_is_type(cfg, json_type_object))
-		die("stdin is not an OCI config (a JSON object): %s", cfg ? "not an object" : perr);
+	char *text;
+	json_object *cfg = read_stdin_object("OCI config", &text, &len);
 
 	json_object *anns = NULL, *ann = NULL;
 	if (!json_object_object_get_ex(cfg, "annotations", &anns) ||
@@ -610,11 +621,8 @@ static json_object *bundle_config(json_object *st)
 static int cmd_poststop(void)
 {
 	size_t len;
-	char *text = read_all(0, &len, "the OCI state on stdin");
-	const char *perr = NULL;
-	json_object *st = parse_json(text, len, &perr);
-	if (!st || !json_object_is_type(st, json_type_object))
-		die("stdin is not an OCI state (a JSON object): %s", st ? "not an object" : perr);
+	char *text;
+	json_object *st = read_stdin_object("OCI state", &text, &len);
 	json_object *cfg = NULL;
 	const char *id = mount_id_of(st);
 	if (!id && (cfg = bundle_config(st)))
