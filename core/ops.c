@@ -98,6 +98,14 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 	fuse_reply_none(req);
 }
 
+/* How long the kernel may keep attributes. Not at all for a file with several names: each
+ * name is its own node (its own kernel inode), so a size or mode changed through one name
+ * would stay stale behind the others; nor for a node whose name is gone. */
+static double attr_timeout(const struct ovl_fs *fs, const struct ovl_node *n, const struct stat *st)
+{
+	return (st->st_nlink > 1 && !S_ISDIR(st->st_mode)) || n->unlinked ? 0 : fs->timeout;
+}
+
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct ovl_fs *fs = FS(req);
@@ -123,8 +131,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		return;
 	}
 	ovl_idmap_stat(fs, &st);
-	fuse_reply_attr(req, &st,
-			(st.st_nlink > 1 && !S_ISDIR(st.st_mode)) || n->unlinked ? 0 : fs->timeout);
+	fuse_reply_attr(req, &st, attr_timeout(fs, n, &st));
 }
 
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
@@ -139,7 +146,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		return;
 	}
 	ovl_idmap_stat(fs, &st);
-	fuse_reply_attr(req, &st, fs->timeout);
+	fuse_reply_attr(req, &st, attr_timeout(fs, n, &st));
 }
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)

@@ -227,6 +227,24 @@ check_linked() {
 	compare_with_kernel build_links ops
 }
 
+@test "a size or mode changed through one hard-link name is seen at once through the others" {
+	# each name is its own kernel inode: attributes a truncate or chmod returned for one
+	# name must not be cached, or a later append through another name is cut off
+	mk_layers "$T" 1
+	seq 1 2000 >"$T/l1/f"
+	mount_strata "$T/l1" "$T/upper" "$T/work" "$T/mnt"
+	local m=$T/mnt
+	ln "$m/f" "$m/g"
+	cat "$m/g" >/dev/null
+	truncate -s 100 "$m/g"
+	chmod 0600 "$m/g"
+	seq 1 500 >>"$m/f"
+	chmod 0640 "$m/f"
+	assert_equal "$(stat -c '%s %a' "$m/g")" "$(stat -c '%s %a' "$m/f")"
+	assert_equal "$(wc -c <"$m/g")" "$((100 + $(seq 1 500 | wc -c)))"
+	cmp "$m/f" "$m/g"
+}
+
 @test "concurrent writers racing to copy up the same file (same as the kernel)" {
 	need_kernel_overlay
 	build_race() {
