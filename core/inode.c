@@ -72,6 +72,7 @@ static struct ovl_node *node_alloc(struct ovl_fs *fs)
 	n->lpath = NULL;
 	n->pt_backing = n->pt_count = 0;
 	n->pt_lower = n->pt_used = false;
+	n->listing = NULL;
 	return n;
 }
 
@@ -184,6 +185,7 @@ void ovl_nodes_destroy(struct ovl_fs *fs)
 				free(n->name);
 				free(n->stack);
 				free(n->lpath);
+				ovl_listing_drop(n);
 			}
 			pthread_mutex_destroy(&n->lock);
 		}
@@ -221,6 +223,7 @@ static void node_put_locked(struct ovl_fs *fs, struct ovl_node *n)
 		free(n->name);
 		free(n->stack);
 		free(n->lpath);
+		ovl_listing_drop(n);
 		n->name = NULL;
 		n->stack = NULL;
 		n->lpath = NULL;

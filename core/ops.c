@@ -54,6 +54,10 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	if (fs->p.writeback)
 		want |= FUSE_CAP_WRITEBACK_CACHE;
 	conn->want |= want & conn->capable;
+	if (conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT) {
+		conn->want |= FUSE_CAP_NO_OPENDIR_SUPPORT;
+		fs->no_opendir = true;
+	}
 	/* locks are kept by the kernel for this mount */
 	conn->want &= ~(FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
 	if (!(conn->capable & FUSE_CAP_POSIX_ACL))
@@ -159,44 +163,68 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 		fuse_reply_readlink(req, buf);
 }
 
+/* After a change to a directory's entries: a listing kept for it is out of date. */
+static void dir_changed(fuse_req_t req, fuse_ino_t dir)
+{
+	struct ovl_node *n = ovl_node_get(FS(req), dir);
+	if (n)
+		ovl_dir_changed(n);
+}
+
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
 	struct fuse_entry_param e;
-	reply_entry(req, ovl_mknod(FS(req), req, parent, name, mode, rdev, NULL, &e), &e);
+	int r = ovl_mknod(FS(req), req, parent, name, mode, rdev, NULL, &e);
+	dir_changed(req, parent);
+	reply_entry(req, r, &e);
 }
 
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
 	struct fuse_entry_param e;
-	reply_entry(req, ovl_mknod(FS(req), req, parent, name, S_IFDIR | mode, 0, NULL, &e), &e);
+	int r = ovl_mknod(FS(req), req, parent, name, S_IFDIR | mode, 0, NULL, &e);
+	dir_changed(req, parent);
+	reply_entry(req, r, &e);
 }
 
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
 	struct fuse_entry_param e;
-	reply_entry(req, ovl_mknod(FS(req), req, parent, name, S_IFLNK | 0777, 0, link, &e), &e);
+	int r = ovl_mknod(FS(req), req, parent, name, S_IFLNK | 0777, 0, link, &e);
+	dir_changed(req, parent);
+	reply_entry(req, r, &e);
 }
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	fuse_reply_err(req, -ovl_unlink(FS(req), parent, name, false));
+	int r = ovl_unlink(FS(req), parent, name, false);
+	dir_changed(req, parent);
+	fuse_reply_err(req, -r);
 }
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	fuse_reply_err(req, -ovl_unlink(FS(req), parent, name, true));
+	int r = ovl_unlink(FS(req), parent, name, true);
+	dir_changed(req, parent);
+	fuse_reply_err(req, -r);
 }
 
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
 		      const char *newname, unsigned int flags)
 {
-	fuse_reply_err(req, -ovl_rename(FS(req), parent, name, newparent, newname, flags));
+	int r = ovl_rename(FS(req), parent, name, newparent, newname, flags);
+	dir_changed(req, parent);
+	if (newparent != parent)
+		dir_changed(req, newparent);
+	fuse_reply_err(req, -r);
 }
 
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
 	struct fuse_entry_param e;
-	reply_entry(req, ovl_link(FS(req), ino, newparent, newname, &e), &e);
+	int r = ovl_link(FS(req), ino, newparent, newname, &e);
+	dir_changed(req, newparent);
+	reply_entry(req, r, &e);
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -213,6 +241,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 {
 	struct fuse_entry_param e;
 	int r = ovl_create(FS(req), req, parent, name, mode, fi, &e);
+	dir_changed(req, parent);
 	if (r < 0) {
 		fuse_reply_err(req, -r);
 		return;
@@ -280,34 +309,29 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fuse_reply_err(req, ESTALE);
 		return;
 	}
-	struct ovl_dirh *h = calloc(1, sizeof(*h));
-	if (!h) {
-		fuse_reply_err(req, ENOMEM);
+	if (fs->no_opendir) {
+		/* a directory needs no handle here (readdir.c keeps listings on the node): the
+		 * kernel then stops sending OPENDIR and RELEASEDIR, and caches listings as if
+		 * we had asked for cache_readdir and keep_cache */
+		fuse_reply_err(req, ENOSYS);
 		return;
 	}
-	pthread_mutex_init(&h->lock, NULL);
-	/* the listing is built at the first readdir: with the kernel's readdir cache,
-	 * most opens never need one */
-	fi->fh = (uint64_t)(uintptr_t)h;
+	fi->fh = 0;
 	/* every change to a directory goes through us, and the kernel drops its cached
 	 * listing whenever we change one: let it keep listings across opens */
 	fi->cache_readdir = 1;
 	fi->keep_cache = 1;
-	if (fuse_reply_open(req, fi) == -ENOENT) {
-		ovl_dirh_free(h);
-		free(h);
-	}
+	fuse_reply_open(req, fi);
 }
 
-static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-		       struct fuse_file_info *fi, bool plus)
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus)
 {
 	char *buf = malloc(size);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	ssize_t r = ovl_readdir_fill(FS(req), req, ino, buf, size, off, fi, plus);
+	ssize_t r = ovl_readdir_fill(FS(req), req, ino, buf, size, off, plus);
 	if (r < 0)
 		fuse_reply_err(req, (int)-r);
 	else
@@ -318,24 +342,21 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
-	do_readdir(req, ino, size, off, fi, false);
+	(void)fi;
+	do_readdir(req, ino, size, off, false);
 }
 
 static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			   struct fuse_file_info *fi)
 {
-	do_readdir(req, ino, size, off, fi, true);
+	(void)fi;
+	do_readdir(req, ino, size, off, true);
 }
 
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
-	struct ovl_dirh *h = (struct ovl_dirh *)(uintptr_t)fi->fh;
-	if (h) {
-		ovl_dirh_free(h);
-		pthread_mutex_destroy(&h->lock);
-		free(h);
-	}
+	(void)fi;
 	fuse_reply_err(req, 0);
 }
 

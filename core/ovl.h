@@ -172,6 +172,9 @@ struct ovl_node {
 	int pt_count; /* open files passed through to it */
 	bool pt_lower; /* the backing file is in a lower layer (passthrough=2) */
 	bool pt_used; /* was passed through once: the page cache may be stale, no keep_cache */
+	/* directories (readdir.c): the listing being read, kept from a read at offset 0 until
+	 * one reaches its end, guarded by lock */
+	struct ovl_listing *listing;
 };
 
 /* ---- the filesystem ---- */
@@ -204,6 +207,7 @@ struct ovl_fs {
 	struct ovl_fdcache *cache;
 	struct fuse_session *se;
 	atomic_bool pt_on; /* passthrough negotiated and not refused by the kernel (file.c) */
+	bool no_opendir; /* the kernel skips OPENDIR/RELEASEDIR once we answer ENOSYS */
 };
 
 /* Lock order: node->lock -> fs->tlock -> cache lock. A thread holds at most one node lock,
@@ -314,18 +318,20 @@ struct ovl_dirent {
 struct ovl_dirh {
 	struct ovl_dirent *ents;
 	size_t n, cap;
-	bool loaded;
-	bool served; /* entries were handed out: offset 0 again means rewinddir */
-	pthread_mutex_t lock;
 };
-/* Builds the merged listing of dir (without "." and ".."). */
+/* Builds the merged listing of dir (with "." and ".." if dots), sorted by offset cookie. */
 int ovl_dir_load(struct ovl_fs *fs, struct ovl_node *dir, struct ovl_dirh *h, bool dots);
 void ovl_dirh_free(struct ovl_dirh *h);
 /* 0 if the merged dir is empty, -ENOTEMPTY, or -errno. */
 int ovl_dir_empty(struct ovl_fs *fs, struct ovl_node *dir);
-/* Fills buf with entries from off; returns the bytes used or -errno. */
+/* Fills buf with entries from off; returns the bytes used or -errno. Needs no directory
+ * handle: the listing hangs on the node (the kernel may skip OPENDIR altogether). */
 ssize_t ovl_readdir_fill(struct ovl_fs *fs, fuse_req_t req, fuse_ino_t ino, char *buf, size_t size,
-			 off_t off, struct fuse_file_info *fi, bool plus);
+			 off_t off, bool plus);
+/* Drops the node's listing (node being freed). */
+void ovl_listing_drop(struct ovl_node *n);
+/* The entries of dir changed: drops its listing, so that no later pass starts from it. */
+void ovl_dir_changed(struct ovl_node *dir);
 
 /* ---- whiteout.c ---- */
 bool ovl_is_whiteout_stat(const struct stat *st);

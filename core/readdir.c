@@ -106,8 +106,27 @@ void ovl_dirh_free(struct ovl_dirh *h)
 	free(h->ents);
 	h->ents = NULL;
 	h->n = h->cap = 0;
-	h->loaded = false;
-	h->served = false;
+}
+
+/* A listing shared by the readers of one directory: the node holds a reference while it is
+ * current, each readdir one while it copies entries out. */
+struct ovl_listing {
+	atomic_int refs;
+	struct ovl_dirh h;
+};
+
+static void listing_put(struct ovl_listing *l)
+{
+	if (l && atomic_fetch_sub(&l->refs, 1) == 1) {
+		ovl_dirh_free(&l->h);
+		free(l);
+	}
+}
+
+void ovl_listing_drop(struct ovl_node *n)
+{
+	listing_put(n->listing);
+	n->listing = NULL;
 }
 
 /* Visits the merged entries of dir: cb(name, d_ino, d_type) for each visible name. */
@@ -144,8 +163,8 @@ static int merge_dir(struct ovl_fs *fs, struct ovl_node *dir,
 		}
 		bool last = i + 1 == pl.nstack;
 		struct dirent *de;
-		errno = 0;
-		while ((de = readdir(d))) {
+		/* errno tells readdir's end from its failure: the calls in the loop set it too */
+		while ((errno = 0, de = readdir(d))) {
 			const char *name = de->d_name;
 			if (!strcmp(name, ".") || !strcmp(name, ".."))
 				continue;
@@ -174,7 +193,17 @@ static int merge_dir(struct ovl_fs *fs, struct ovl_node *dir,
 			}
 			if (wh)
 				continue;
-			r = cb(ctx, name, de->d_ino, de->d_type);
+			unsigned char type = de->d_type;
+			if (fs->p.xattr_permissions && (type == DT_REG || type == DT_UNKNOWN)) {
+				/* an empty file may stand for a device, fifo or socket */
+				struct stat st;
+				if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+				    (!S_ISREG(st.st_mode) || st.st_size == 0)) {
+					ovl_override_apply(fs, fd, name, &st);
+					type = IFTODT(st.st_mode);
+				}
+			}
+			r = cb(ctx, name, de->d_ino, type);
 			if (r != 0)
 				break;
 		}
@@ -226,7 +255,6 @@ int ovl_dir_load(struct ovl_fs *fs, struct ovl_node *dir, struct ovl_dirh *h, bo
 	}
 	if (h->n > 1)
 		qsort(h->ents, h->n, sizeof(*h->ents), cookie_cmp);
-	h->loaded = true;
 	return 0;
 }
 
@@ -244,21 +272,76 @@ int ovl_dir_empty(struct ovl_fs *fs, struct ovl_node *dir)
 	return merge_dir(fs, dir, empty_cb, NULL);
 }
 
-ssize_t ovl_readdir_fill(struct ovl_fs *fs, fuse_req_t req, fuse_ino_t ino, char *buf, size_t size,
-			 off_t off, struct fuse_file_info *fi, bool plus)
+/* The listing to serve a read at off from, with a reference. A read from offset 0 starts a
+ * pass (the kernel fills its readdir cache, or a reader opened or rewound the directory):
+ * it gets a fresh listing, which later reads of the pass share. A read past 0 with none
+ * (another pass reached the end and dropped it) makes one too: offsets are name cookies,
+ * so any listing resumes where the last one stopped. */
+static struct ovl_listing *listing_get(struct ovl_fs *fs, struct ovl_node *dir, off_t off, int *err)
 {
-	struct ovl_dirh *h = (struct ovl_dirh *)(uintptr_t)fi->fh;
-	struct ovl_node *dir = ovl_node_get(fs, ino);
-	if (!dir || !h)
-		return -ESTALE;
-	pthread_mutex_lock(&h->lock);
-	if (!h->loaded || (off == 0 && h->served)) {
-		int r = ovl_dir_load(fs, dir, h, true);
-		if (r < 0) {
-			pthread_mutex_unlock(&h->lock);
-			return r;
-		}
+	if (off != 0) {
+		pthread_mutex_lock(&dir->lock);
+		struct ovl_listing *l = dir->listing;
+		if (l)
+			atomic_fetch_add(&l->refs, 1);
+		pthread_mutex_unlock(&dir->lock);
+		if (l)
+			return l;
 	}
+	struct ovl_listing *l = calloc(1, sizeof(*l));
+	if (!l) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	int r = ovl_dir_load(fs, dir, &l->h, true);
+	if (r < 0) {
+		free(l);
+		*err = r;
+		return NULL;
+	}
+	atomic_store(&l->refs, 2); /* the node's and ours */
+	pthread_mutex_lock(&dir->lock);
+	struct ovl_listing *old = dir->listing;
+	dir->listing = l;
+	pthread_mutex_unlock(&dir->lock);
+	listing_put(old);
+	return l;
+}
+
+void ovl_dir_changed(struct ovl_node *dir)
+{
+	pthread_mutex_lock(&dir->lock);
+	struct ovl_listing *l = dir->listing;
+	dir->listing = NULL;
+	pthread_mutex_unlock(&dir->lock);
+	listing_put(l);
+}
+
+/* The pass reached the end: the kernel has the listing now (or a reader is done). */
+static void listing_done(struct ovl_node *dir, struct ovl_listing *l)
+{
+	pthread_mutex_lock(&dir->lock);
+	bool mine = dir->listing == l;
+	if (mine)
+		dir->listing = NULL;
+	pthread_mutex_unlock(&dir->lock);
+	if (mine)
+		listing_put(l);
+}
+
+ssize_t ovl_readdir_fill(struct ovl_fs *fs, fuse_req_t req, fuse_ino_t ino, char *buf, size_t size,
+			 off_t off, bool plus)
+{
+	struct ovl_node *dir = ovl_node_get(fs, ino);
+	if (!dir)
+		return -ESTALE;
+	if (dir->type != S_IFDIR)
+		return -ENOTDIR;
+	int err = 0;
+	struct ovl_listing *l = listing_get(fs, dir, off, &err);
+	if (!l)
+		return err;
+	const struct ovl_dirh *h = &l->h;
 	size_t pos = 0, lo = 0, hi = h->n;
 	while (lo < hi) { /* the first entry past off */
 		size_t mid = lo + (hi - lo) / 2;
@@ -267,8 +350,9 @@ ssize_t ovl_readdir_fill(struct ovl_fs *fs, fuse_req_t req, fuse_ino_t ino, char
 		else
 			hi = mid;
 	}
-	for (size_t i = lo; i < h->n; i++) {
-		struct ovl_dirent *de = &h->ents[i];
+	size_t i;
+	for (i = lo; i < h->n; i++) {
+		const struct ovl_dirent *de = &h->ents[i];
 		size_t used;
 		if (plus) {
 			struct fuse_entry_param e;
@@ -299,7 +383,9 @@ ssize_t ovl_readdir_fill(struct ovl_fs *fs, fuse_req_t req, fuse_ino_t ino, char
 		}
 		pos += used;
 	}
-	h->served = true;
-	pthread_mutex_unlock(&h->lock);
+	/* an empty reply past the last entry ends the pass (the kernel asks until it gets one) */
+	if (i == h->n && pos == 0)
+		listing_done(dir, l);
+	listing_put(l);
 	return (ssize_t)pos;
 }

@@ -157,6 +157,26 @@ build_owned() {
 	assert_output "$(printf '42:43\n42:43')"
 }
 
+@test "xattr_permissions=2: readdir reports emulated devices and fifos with their type" {
+	# find -type trusts d_type without a stat; past the first reply of a big directory the
+	# kernel asks for plain READDIR entries, whose type must come from the override too
+	mk_layers "$T" 1
+	mkdir "$T/l1/dev"
+	local i
+	for i in $(seq 1 1500); do : >"$T/l1/dev/file$i"; done
+	for i in $(seq 1 40); do
+		: >"$T/l1/dev/tty$i"
+		setfattr -n user.containers.override_stat -v "0:5:0620:char-136-$i" "$T/l1/dev/tty$i"
+		: >"$T/l1/dev/fifo$i"
+		setfattr -n user.containers.override_stat -v "0:0:0600:pipe" "$T/l1/dev/fifo$i"
+	done
+	mount_strata "$T/l1" "$T/upper" "$T/work" "$T/mnt" "xattr_permissions=2"
+	assert_equal "$(find "$T/mnt/dev" -type c | wc -l)" 40
+	assert_equal "$(find "$T/mnt/dev" -type p | wc -l)" 40
+	assert_equal "$(find "$T/mnt/dev" -type f | wc -l)" 1500
+	umount_strata "$T/mnt"
+}
+
 @test "xattr_permissions=2: owner, mode and type live in user.containers.override_stat" {
 	mk_layers "$T" 1
 	echo data >"$T/l1/f"
