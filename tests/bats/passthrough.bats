@@ -126,5 +126,5 @@ EOF
 	[ "$(cat "$T/m/lf")" = "$(printf 'lower\nmore')" ]
 	umount_strata "$T/m"
 	[ "$(opcount WRITE)" -gt 0 ]
-	grep -q "passthrough refused by the kernel (Operation not permitted)" "$T/log"
+	grep -q "passthrough: off: refused by the kernel (Operation not permitted" "$T/log"
 }
