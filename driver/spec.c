@@ -482,6 +482,18 @@ static int parse_containerd(struct strata_spec *s, json_object *doc, struct stra
 			s->volatile_ = true;
 		} else if (!val && KEY("userxattr")) {
 			s->userxattr = true;
+		} else if (KEY("passthrough")) {
+			/* stratafs's passthrough=0|1|all; the bare word means 1 */
+			if (!val || !strcmp(val, "1"))
+				s->passthrough = 1;
+			else if (!strcmp(val, "all"))
+				s->passthrough = 2;
+			else if (!strcmp(val, "0"))
+				s->passthrough = 0;
+			else
+				return strata_fail(
+					err, USAGE, EINVAL, f,
+					"%s: passthrough takes 0, 1 or all, not '%.100s'", f, val);
 		} else if (!val && KEY("squash_to_root")) {
 			s->squash_to_root = true;
 		} else if (val && (KEY("xattr_permissions") || KEY("squash_to_uid") ||

@@ -202,6 +202,22 @@ int main(void)
 	      parse("{\"target\":\"/t\",\"lower\":[\"/a\"],\"options\":{\"passthrough\":\"all\"}}") ==
 			      0 &&
 		      spec.passthrough == 2);
+	CHECK("containerd: passthrough=all",
+	      parse("{\"type\":\"fuse3.stratafs\",\"target\":\"/t\",\"options\":[\"lowerdir=/a\","
+		    "\"passthrough=all\"]}") == 0 &&
+		      spec.passthrough == 2);
+	CHECK("containerd: passthrough (bare word)",
+	      parse("{\"type\":\"fuse3.stratafs\",\"target\":\"/t\",\"options\":[\"lowerdir=/a\","
+		    "\"passthrough\"]}") == 0 &&
+		      spec.passthrough == 1);
+	CHECK("containerd: passthrough=0",
+	      parse("{\"type\":\"fuse3.stratafs\",\"target\":\"/t\",\"options\":[\"lowerdir=/a\","
+		    "\"passthrough=0\"]}") == 0 &&
+		      spec.passthrough == 0);
+	bad("containerd: passthrough=yes",
+	    "{\"type\":\"fuse3.stratafs\",\"target\":\"/t\",\"options\":[\"lowerdir=/a\","
+	    "\"passthrough=yes\"]}",
+	    "options[1]", EINVAL);
 	bad("mapping without hostID",
 	    "{\"target\":\"/t\",\"lower\":[\"/a\"],\"uidMappings\":[{\"containerID\":0,\"size\":1}]}",
 	    "uidMappings[0].hostID", EINVAL);
