@@ -3,8 +3,11 @@
 #include "ovl.h"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 #include <linux/fs.h>
+#include <linux/fuse.h>
 #include <sys/ioctl.h>
 #include <sys/statvfs.h>
 #include <sys/vfs.h>
@@ -53,7 +56,81 @@ static atomic_uchar passed[MAX_TRACKED_FD];
  * lock: share the node's backing id when it has one; else pass through only when no other
  * open of the node exists (stratafs hears of a close only after the kernel has counted it, so
  * its counts err on the side of "still open", which falls back to the page cache). */
+/* The passthrough state goes to the log in one form, which strata status reads (the last
+ * such line counts): "stratafs: passthrough: on" once the kernel has accepted this server's
+ * backing files, "stratafs: passthrough: off: REASON" when it is not used. The INIT-time
+ * lines are written where the features line is (sandbox or debug); a refusal always is. */
+static bool pt_report(const struct ovl_fs *fs)
+{
+	return fs->p.sandbox != OVL_SANDBOX_OFF || fs->p.debug;
+}
+
+/* Debian 12's headers predate passthrough (kernel >= 6.9): see core/sandbox.c */
+#ifndef FUSE_DEV_IOC_BACKING_OPEN
+#define FUSE_DEV_IOC_BACKING_OPEN _IOC(_IOC_WRITE, 229, 1, 16)
+#define FUSE_DEV_IOC_BACKING_CLOSE _IOW(229, 2, uint32_t)
+#endif
+
 #ifdef HAVE_FUSE_PASSTHROUGH
+/* Turns passthrough off for good after the kernel refused a backing file with error e. */
+static void refused(struct ovl_fs *fs, int e)
+{
+	if (atomic_exchange(&fs->pt_on, false))
+		ovl_log("passthrough: off: refused by the kernel (%s%s); reads and writes go "
+			"through the server",
+			strerror(e),
+			e == EPERM ? ": it needs CAP_SYS_ADMIN in the initial user namespace" : "");
+}
+
+void ovl_passthrough_init(struct ovl_fs *fs, struct fuse_conn_info *conn)
+{
+	const char *off = NULL;
+	if (!fs->p.passthrough)
+		off = "passthrough=0";
+	else if (fs->p.writeback)
+		off = "the writeback cache is on (the kernel allows only one of the two)";
+	else if (!(conn->capable & FUSE_CAP_PASSTHROUGH))
+		off = "the kernel does not offer it (Linux >= 6.9 with CONFIG_FUSE_PASSTHROUGH)";
+	if (off) {
+		if (pt_report(fs))
+			fprintf(stderr, "stratafs: passthrough: off: %s\n", off);
+		return;
+	}
+	conn->want |= FUSE_CAP_PASSTHROUGH;
+	/* layers on a plain filesystem; what stacks on this mount stays possible */
+	conn->max_backing_stack_depth = 1;
+	atomic_store(&fs->pt_on, true);
+	atomic_store(&fs->pt_probe, true);
+}
+
+/* The kernel checks the server's privilege before it looks at the fd (fs/fuse/backing.c:
+ * EPERM without passthrough or CAP_SYS_ADMIN in the initial user namespace), so asking it
+ * to register fd -1 tells whether passthrough works without registering anything: EBADF
+ * means it would. Requests wait on the lock until the answer is in the log, so the strata
+ * driver's readiness check (a statfs) finds it there. */
+void ovl_passthrough_settle(struct ovl_fs *fs)
+{
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	pthread_mutex_lock(&lock);
+	if (atomic_load(&fs->pt_probe)) {
+		struct {
+			int32_t fd;
+			uint32_t flags;
+			uint64_t padding;
+		} map = { .fd = -1 };
+		int r = ioctl(fuse_session_fd(fs->se), FUSE_DEV_IOC_BACKING_OPEN, &map);
+		int e = errno;
+		if (r >= 0) /* never for fd -1; nothing to keep registered either way */
+			ioctl(fuse_session_fd(fs->se), FUSE_DEV_IOC_BACKING_CLOSE, &r);
+		if (r < 0 && (e == EPERM || e == EOPNOTSUPP || e == ENOTTY || e == ENOSYS))
+			refused(fs, e);
+		else if (atomic_load(&fs->pt_on) && pt_report(fs))
+			fprintf(stderr, "stratafs: passthrough: on\n");
+		atomic_store(&fs->pt_probe, false);
+	}
+	pthread_mutex_unlock(&lock);
+}
+
 static void passthrough(struct ovl_fs *fs, fuse_req_t req, struct ovl_node *n, int fd, bool lower,
 			struct fuse_file_info *fi)
 {
@@ -82,10 +159,7 @@ static void passthrough(struct ovl_fs *fs, fuse_req_t req, struct ovl_node *n, i
 			/* EPERM: no CAP_SYS_ADMIN in the initial user namespace; ELOOP: layers on a
 			 * stacked filesystem; others: no kernel support. Asking again per open
 			 * would only fail again (and libfuse logs every failure). */
-			if (atomic_exchange(&fs->pt_on, false))
-				ovl_log("passthrough refused by the kernel (%s): reads and writes go "
-					"through the server",
-					strerror(errno));
+			refused(fs, errno);
 		}
 	}
 	pthread_mutex_unlock(&n->lock);
@@ -109,6 +183,23 @@ static void passthrough_release(struct ovl_fs *fs, fuse_req_t req, struct ovl_no
 	pthread_mutex_unlock(&n->lock);
 }
 #else
+void ovl_passthrough_init(struct ovl_fs *fs, struct fuse_conn_info *conn)
+{
+	(void)conn;
+	if (fs->p.passthrough && pt_report(fs))
+		fprintf(stderr,
+			"stratafs: passthrough: off: stratafs is built against libfuse %s (it needs "
+			"libfuse >= 3.16)\n",
+			fuse_pkgversion());
+	else if (pt_report(fs))
+		fprintf(stderr, "stratafs: passthrough: off: passthrough=0\n");
+}
+
+void ovl_passthrough_settle(struct ovl_fs *fs)
+{
+	(void)fs;
+}
+
 static void passthrough(struct ovl_fs *fs, fuse_req_t req, struct ovl_node *n, int fd, bool lower,
 			struct fuse_file_info *fi)
 {

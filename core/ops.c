@@ -13,7 +13,11 @@
 
 static struct ovl_fs *FS(fuse_req_t req)
 {
-	return fuse_req_userdata(req);
+	struct ovl_fs *fs = fuse_req_userdata(req);
+	/* the kernel can be asked about passthrough only once it has the INIT reply */
+	if (atomic_load_explicit(&fs->pt_probe, memory_order_relaxed))
+		ovl_passthrough_settle(fs);
+	return fs;
 }
 
 void ovl_log(const char *fmt, ...)
@@ -62,15 +66,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	conn->want &= ~(FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
 	if (!(conn->capable & FUSE_CAP_POSIX_ACL))
 		fs->p.noacl = true;
-#ifdef HAVE_FUSE_PASSTHROUGH
-	/* passthrough and the writeback cache exclude each other in the kernel */
-	if (fs->p.passthrough && !fs->p.writeback && (conn->capable & FUSE_CAP_PASSTHROUGH)) {
-		conn->want |= FUSE_CAP_PASSTHROUGH;
-		/* layers on a plain filesystem; what stacks on this mount stays possible */
-		conn->max_backing_stack_depth = 1;
-		atomic_store(&fs->pt_on, true);
-	}
-#endif
+	ovl_passthrough_init(fs, conn);
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)

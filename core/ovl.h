@@ -45,6 +45,7 @@ struct ovl_params {
 	bool noacl;
 	bool writeback;
 	int passthrough; /* FUSE passthrough: 0 off, 1 files on their final layer, 2 also lower reads */
+	bool passthrough_asked; /* passthrough=1|all given: sandbox=1 keeps CAP_SYS_ADMIN for it */
 	bool noxattrs;
 	bool ino32;
 	bool static_nlink;
@@ -208,6 +209,7 @@ struct ovl_fs {
 	struct fuse_session *se;
 	atomic_bool pt_on; /* passthrough negotiated and not refused by the kernel (file.c) */
 	bool no_opendir; /* the kernel skips OPENDIR/RELEASEDIR once we answer ENOSYS */
+	atomic_bool pt_probe; /* the first request after INIT asks the kernel (file.c) */
 };
 
 /* Lock order: node->lock -> fs->tlock -> cache lock. A thread holds at most one node lock,
@@ -389,6 +391,12 @@ int ovl_link(struct ovl_fs *fs, fuse_ino_t ino, fuse_ino_t newparent, const char
 	     struct fuse_entry_param *e);
 
 /* ---- file.c ---- */
+/* At INIT: asks for FUSE passthrough when it is wanted and the kernel offers it, else logs
+ * why it is off ("stratafs: passthrough: off: REASON", read by strata status). */
+void ovl_passthrough_init(struct ovl_fs *fs, struct fuse_conn_info *conn);
+/* Called on every request; the first one after INIT asks the kernel whether it accepts
+ * backing files from this server and logs "stratafs: passthrough: on" or why not. */
+void ovl_passthrough_settle(struct ovl_fs *fs);
 int ovl_open(struct ovl_fs *fs, fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 /* After ovl_create: passes the new upper file through when possible. Never fails. */
 void ovl_file_created(struct ovl_fs *fs, fuse_req_t req, struct ovl_node *n,

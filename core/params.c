@@ -202,6 +202,7 @@ static int parse_one(struct ovl_params *p, char *opt, char *err, size_t errlen)
 	}
 	if (!strcmp(opt, "passthrough")) {
 		p->passthrough = val && !strcmp(val, "all") ? 2 : parse_bool(val);
+		p->passthrough_asked = p->passthrough != 0;
 		return 0;
 	}
 	if (!strcmp(opt, "noxattrs")) {

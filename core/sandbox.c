@@ -421,13 +421,54 @@ int ovl_sandbox_seccomp_load(void *filter, char *err, size_t errlen)
 
 /* ---- the whole sandbox --------------------------------------------------------------------- */
 
+#ifdef HAVE_FUSE_PASSTHROUGH
+/* Is this process in the initial user namespace? Its uid_map there is the identity over the
+ * whole range; a user namespace maps less (a full identity map needs real root to set up, and
+ * then the kernel's own answer, core/file.c, still tells). */
+static bool initial_user_ns(void)
+{
+	char buf[256];
+	unsigned a, b, n;
+	if (read_small_file(AT_FDCWD, "/proc/self/uid_map", buf, sizeof(buf)) < 0)
+		return false;
+	int used = 0;
+	if (sscanf(buf, "%u %u %u %n", &a, &b, &n, &used) != 3)
+		return false;
+	return a == 0 && b == 0 && n == 4294967295u && buf[used] == '\0';
+}
+#endif
+
+/* FUSE passthrough: the kernel registers a backing file only for a server with CAP_SYS_ADMIN
+ * in the initial user namespace (fs/fuse/backing.c). So it is kept when passthrough was asked
+ * for explicitly (passthrough=1|all; the strata driver's options.passthrough), the build can
+ * do it and the writeback cache does not rule it out, and only in the initial user
+ * namespace: in any other the kernel refuses passthrough whatever the server holds. */
+static int passthrough_needs_sys_admin(struct ovl_fs *fs, const char **reason)
+{
+#ifdef HAVE_FUSE_PASSTHROUGH
+	if (!fs->p.passthrough || !fs->p.passthrough_asked || fs->p.writeback)
+		return 0;
+	if (!initial_user_ns()) {
+		fprintf(stderr, "stratafs: sandbox: CAP_SYS_ADMIN not kept for FUSE passthrough: "
+				"in a user namespace the kernel refuses passthrough anyway\n");
+		return 0;
+	}
+	*reason = "FUSE passthrough was asked for";
+	return 1;
+#else
+	(void)fs, (void)reason;
+	return 0;
+#endif
+}
+
 /* Decides whether the server must keep CAP_SYS_ADMIN. Linux lets only CAP_SYS_ADMIN read or
  * write trusted.* xattrs; without it they read as absent, silently. So it is kept when the
  * overlay depends on trusted.overlay.*: the upper was probed to take them (root on a
  * filesystem with trusted xattrs: kernel-compatible markers are written there), or a lower
  * layer carries them (an opaque dir would otherwise show its hidden content). With
- * sandbox=userxattr it is never kept: markers go to user.overlay.* (what the kernel's
- * overlayfs reads with -o userxattr) and trusted.overlay.* in any layer is an error. */
+ * sandbox=userxattr it is not kept for them: markers go to user.overlay.* (what the kernel's
+ * overlayfs reads with -o userxattr) and trusted.overlay.* in any layer is an error. It is
+ * also kept when FUSE passthrough was asked for (passthrough_needs_sys_admin). */
 static int need_sys_admin(struct ovl_fs *fs, const char **reason, char *err, size_t errlen)
 {
 	bool user_only = fs->p.sandbox == OVL_SANDBOX_USERXATTR;
@@ -469,7 +510,7 @@ static int need_sys_admin(struct ovl_fs *fs, const char **reason, char *err, siz
 		*reason = "a layer carries trusted.overlay.* markers";
 		return 1;
 	}
-	return 0;
+	return passthrough_needs_sys_admin(fs, reason);
 }
 
 int ovl_sandbox_apply(struct ovl_fs *fs, char *err, size_t errlen)

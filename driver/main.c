@@ -304,6 +304,7 @@ static int cmd_mount(const struct cmdline *cl)
 	json_object_object_add(rec, "elapsedMs", json_object_new_int64(ms_since(&t0)));
 	json_object *feat = strata_spec_options_json(&spec);
 	strata_add_probed_features(dirfd, id, feat);
+	strata_set_passthrough(dirfd, id, spec.passthrough != 0, feat);
 	json_object_object_add(rec, "features", feat);
 	json_object_object_add(rec, "specForm", json_object_new_string(spec.form));
 	char logpath[PATH_MAX];

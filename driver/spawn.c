@@ -147,6 +147,11 @@ static char *server_opts(const struct strata_spec *s, const struct strata_layers
 		r |= append(&o, &len, &cap, ",threaded=0");
 	if (s->writeback)
 		r |= append(&o, &len, &cap, ",writeback=1");
+	/* always: stratafs's own default is passthrough=1 */
+	r |= append(&o, &len, &cap, ",passthrough=%s",
+		    s->passthrough == 2 ? "all" :
+		    s->passthrough	? "1" :
+					  "0");
 	if (s->noacl)
 		r |= append(&o, &len, &cap, ",noacl");
 	if (s->noxattrs)

@@ -239,14 +239,18 @@ static int parse_native_options(struct strata_spec *s, json_object *o, struct st
 		if (done)
 			continue;
 		if (!strcmp(k, "passthrough")) {
-			bool pt;
-			if (get_bool(v, f, &pt, err) < 0)
-				return -1;
-			if (pt)
-				return strata_fail(
-					err, USAGE, ENOTSUP, f,
-					"FUSE passthrough is not supported by this stratafs "
-					"(it needs libfuse >= 3.16 and is not implemented yet)");
+			/* true: upper files (and all files of a read-only mount); "all": lower
+			 * files read too (stratafs's passthrough=all) */
+			if (json_object_is_type(v, json_type_string) &&
+			    !strcmp(json_object_get_string(v), "all")) {
+				s->passthrough = 2;
+			} else if (json_object_is_type(v, json_type_boolean)) {
+				s->passthrough = json_object_get_boolean(v);
+			} else {
+				return strata_fail(err, USAGE, EINVAL, f,
+						   "%s must be true, false or \"all\", not %s", f,
+						   type_name(v));
+			}
 		} else if (!strcmp(k, "timeout")) {
 			if (!json_object_is_type(v, json_type_int) &&
 			    !json_object_is_type(v, json_type_double))
@@ -311,6 +315,10 @@ static int parse_native_options(struct strata_spec *s, json_object *o, struct st
 			return strata_fail(err, USAGE, EINVAL, f, "unknown option '%.100s'", k);
 		}
 	}
+	if (s->passthrough && s->writeback)
+		return strata_fail(err, USAGE, EINVAL, "options.passthrough",
+				   "options.passthrough and options.writeback exclude each other "
+				   "(the kernel allows only one of the two)");
 	return 0;
 }
 
@@ -474,6 +482,18 @@ static int parse_containerd(struct strata_spec *s, json_object *doc, struct stra
 			s->volatile_ = true;
 		} else if (!val && KEY("userxattr")) {
 			s->userxattr = true;
+		} else if (KEY("passthrough")) {
+			/* stratafs's passthrough=0|1|all; the bare word means 1 */
+			if (!val || !strcmp(val, "1"))
+				s->passthrough = 1;
+			else if (!strcmp(val, "all"))
+				s->passthrough = 2;
+			else if (!strcmp(val, "0"))
+				s->passthrough = 0;
+			else
+				return strata_fail(
+					err, USAGE, EINVAL, f,
+					"%s: passthrough takes 0, 1 or all, not '%.100s'", f, val);
 		} else if (!val && KEY("squash_to_root")) {
 			s->squash_to_root = true;
 		} else if (val && (KEY("xattr_permissions") || KEY("squash_to_uid") ||
@@ -625,6 +645,7 @@ json_object *strata_spec_options_json(const struct strata_spec *s)
 	json_object_object_add(o, "acl", json_object_new_boolean(!s->noacl && !s->noxattrs));
 	json_object_object_add(o, "xattrs", json_object_new_boolean(!s->noxattrs));
 	json_object_object_add(o, "userxattr", json_object_new_boolean(s->userxattr));
+	/* what the server really does: strata_set_passthrough */
 	json_object_object_add(o, "passthrough", json_object_new_boolean(false));
 	json_object_object_add(o, "idmapped", json_object_new_boolean(s->nuidmap || s->ngidmap));
 	json_object_object_add(o, "xattrPermissions", json_object_new_int(s->xattr_permissions));

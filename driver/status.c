@@ -164,6 +164,34 @@ void strata_add_probed_features(int dirfd, const char *id, json_object *features
 	}
 }
 
+void strata_set_passthrough(int dirfd, const char *id, bool asked, json_object *features)
+{
+	/* the first 64 KiB: the server settles passthrough before it serves its first
+	 * request, and a later refusal comes with the first open it concerns */
+	static char buf[65536];
+	static const char key[] = "stratafs: passthrough: ";
+	char name[STRATA_ID_MAX + 8];
+	snprintf(name, sizeof(name), "%s.log", id);
+	const char *last = NULL;
+	if (read_small_file(dirfd, name, buf, sizeof(buf)) > 0) {
+		for (char *p = strstr(buf, key); p; p = strstr(p + 1, key))
+			if (p == buf || p[-1] == '\n')
+				last = p + strlen(key);
+	}
+	char line[512] = "";
+	if (last)
+		snprintf(line, sizeof(line), "%.*s", (int)strcspn(last, "\n"), last);
+	bool on = !strcmp(line, "on");
+	const char *why = !last ? "the server did not say whether it uses it (an older stratafs?)" :
+			  !strncmp(line, "off: ", 5) ? line + 5 :
+			  on			     ? NULL :
+						       line;
+	json_object_object_add(features, "passthrough", json_object_new_boolean(on));
+	json_object_object_del(features, "passthroughReason");
+	if (asked && !on)
+		json_object_object_add(features, "passthroughReason", json_object_new_string(why));
+}
+
 json_object *strata_status(int dirfd, json_object *rec, bool *live)
 {
 	static const char *const copied[] = { "id",	  "target",   "pid",	   "fsType",
@@ -203,6 +231,14 @@ json_object *strata_status(int dirfd, json_object *rec, bool *live)
 			json_object_object_add(o, copied[i], json_object_get(v));
 		if (!strcmp(copied[i], "id"))
 			json_object_object_add(o, "state", json_object_new_string(now));
+	}
+	json_object *feat, *pt, *copy = NULL;
+	if (*live && id && json_object_object_get_ex(o, "features", &feat) &&
+	    json_object_object_get_ex(feat, "passthrough", &pt) && json_object_get_boolean(pt) &&
+	    json_object_deep_copy(feat, &copy, NULL) == 0) {
+		/* passthrough may have been refused since the mount (core/file.c) */
+		strata_set_passthrough(dirfd, id, true, copy);
+		json_object_object_add(o, "features", copy);
 	}
 	if (*live) {
 		json_object *sb = strata_sandbox_json(pid);

@@ -65,6 +65,7 @@ struct strata_spec {
 	/* options */
 	bool volatile_, writeback, noacl, noxattrs, ino32, static_nlink, userxattr;
 	bool threaded;
+	int passthrough; /* FUSE passthrough asked for: 0 no, 1 yes (upper files), 2 "all" */
 	double timeout;
 	bool timeout_set;
 	/* owners (stratafs's xattr_permissions=, squash_*); squash ids -1 when not given */
@@ -156,6 +157,10 @@ json_object *strata_exit_read(int dirfd, const char *id);
 /* Adds what the server's probe chose (its "stratafs: features:" log line: whiteout form,
  * opaque marker, xattr namespace, override-stat xattr, idmap) to the features object. */
 void strata_add_probed_features(int dirfd, const char *id, json_object *features);
+/* Sets features.passthrough to whether the server uses FUSE passthrough, from the last
+ * "stratafs: passthrough: on|off: REASON" line of its log, and features.passthroughReason to
+ * the reason when it was asked for but is off. */
+void strata_set_passthrough(int dirfd, const char *id, bool asked, json_object *features);
 /* What the kernel says about the server's confinement (a new reference). */
 json_object *strata_sandbox_json(pid_t pid);
 /* The status document of a record, with its live state (mounted, mounting, dead, detached).

@@ -131,6 +131,212 @@ capeff()
 	[ -z "$(records)" ]
 }
 
+# ---- FUSE passthrough (options.passthrough) ------------------------------------------------
+# The driver runs $STRATAFS; these tests pick the binary themselves, so that one run covers a
+# stratafs built against libfuse >= 3.16 (make passthrough: build/pt/stratafs) and one built
+# against Debian 12's 3.14 (build/stratafs).
+
+# libfuse_of BINARY: the libfuse version BINARY was built against
+libfuse_of()
+{
+	"$1" --version 2>/dev/null | sed -n 's/.*(libfuse \([0-9.]*\)).*/\1/p'
+}
+
+has_pt() # BINARY: built against libfuse >= 3.16
+{
+	case $(libfuse_of "$1") in 3.1[6-9]* | 3.[2-9]* | [4-9].*) return 0 ;; esac
+	return 1
+}
+
+# use_pt_stratafs: STRATAFS becomes a stratafs with passthrough support, or the test skips
+use_pt_stratafs()
+{
+	local b
+	for b in "$STRATAFS" "$REPO/build/pt/stratafs"; do
+		if [ -x "$b" ] && has_pt "$b"; then
+			export STRATAFS=$b
+			return 0
+		fi
+	done
+	skip "no stratafs built against libfuse >= 3.16 (make passthrough builds build/pt/stratafs)"
+}
+
+# use_nopt_stratafs: STRATAFS becomes a stratafs without passthrough support, or the test skips
+use_nopt_stratafs()
+{
+	local b
+	for b in "$STRATAFS" "$REPO/build/stratafs"; do
+		if [ -x "$b" ] && ! has_pt "$b"; then
+			export STRATAFS=$b
+			return 0
+		fi
+	done
+	skip "every stratafs here is built against libfuse >= 3.16: no build without passthrough"
+}
+
+# no_trusted_markers: the layers without trusted.overlay.* (CAP_SYS_ADMIN is kept for those)
+no_trusted_markers()
+{
+	setfattr -x trusted.overlay.opaque "$T/l1/o"
+}
+
+# io_field PID FIELD: a counter of /proc/PID/io (syscr: requests the server read from
+# /dev/fuse, one read each; rchar: the bytes it read, WRITE data included)
+io_field()
+{
+	awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/io"
+}
+
+# spec_opts OPTIONS_JSON: native_spec with upper and work, and "options": OPTIONS_JSON
+spec_opts()
+{
+	printf '{"id": "pt", "target": "%s", "lower": ["%s", "%s"], "upper": "%s", "work": "%s", "options": %s}' \
+		"$M" "$T/l1" "$T/l2" "$T/u" "$T/w" "$1"
+}
+
+has_sys_admin() # PID: CAP_SYS_ADMIN (21) in its effective set
+{
+	[ $(($(capeff "$1") >> 21 & 1)) = 1 ]
+}
+
+@test "passthrough: true with a libfuse >= 3.16 stratafs: CAP_SYS_ADMIN kept for it, the kernel does the I/O" {
+	use_pt_stratafs
+	no_trusted_markers
+	head -c 16000000 /dev/urandom >"$T/data"
+	cp "$T/data" "$T/u/up" # an upper file no one has read through the mount yet
+	mount_spec "$(spec_opts '{"passthrough": true, "userxattr": true}')"
+	[ "$status" -eq 0 ] || { show; false; }
+	assert_live "$M"
+	pid=$(j .pid)
+	[ "$(j .features.passthrough)" = true ] || { show; false; }
+	[ "$(j '.features.passthroughReason // "none"')" = none ]
+	# the only reason for CAP_SYS_ADMIN here is passthrough, and /proc agrees
+	has_sys_admin "$pid" || fail "CapEff $(capeff "$pid") lacks CAP_SYS_ADMIN"
+	[[ "$(j '.sandbox.capabilities | join(",")')" == *CAP_SYS_ADMIN* ]]
+	[ "$(j .sandbox.sysAdminReason)" = "FUSE passthrough was asked for" ] || { show; false; }
+	tr '\0' '\n' <"/proc/$pid/cmdline" | grep -q 'passthrough=1'
+	# reads of an upper file: a handful of requests (open, getattr, release), no READs
+	r0=$(io_field "$pid" syscr)
+	cmp "$M/up" "$T/data"
+	r1=$(io_field "$pid" syscr)
+	[ $((r1 - r0)) -lt 40 ] || fail "$((r1 - r0)) requests reached the server for a 16 MB read"
+	# writes: the data never passes through the server
+	c0=$(io_field "$pid" rchar)
+	dd if="$T/data" of="$M/new" bs=1M status=none
+	c1=$(io_field "$pid" rchar)
+	[ $((c1 - c0)) -lt 1000000 ] || fail "the server read $((c1 - c0)) bytes for a 16 MB write"
+	cmp "$M/new" "$T/data"
+	cmp "$T/u/new" "$T/data"
+	# copy-up and the lower layers still read right
+	[ "$(cat "$M/a")" = "a from l1" ]
+	echo more >>"$M/d/x"
+	[ "$(cat "$M/d/x")" = "$(printf 'x\nmore')" ]
+	# status says the same later
+	st status pt
+	[ "$(j .features.passthrough)" = true ] || { show; false; }
+	st unmount pt
+	[ "$status" -eq 0 ]
+	cmp "$T/u/new" "$T/data"
+
+	# "all": lower files read are passed through as well
+	rm -rf "$T/u"/* "$T/w"/*
+	cp "$T/data" "$T/l2/low"
+	mount_spec "$(spec_opts '{"passthrough": "all", "userxattr": true}')"
+	[ "$status" -eq 0 ] || { show; false; }
+	pid=$(j .pid)
+	[ "$(j .features.passthrough)" = true ] || { show; false; }
+	tr '\0' '\n' <"/proc/$pid/cmdline" | grep -q 'passthrough=all'
+	r0=$(io_field "$pid" syscr)
+	cmp "$M/low" "$T/data"
+	r1=$(io_field "$pid" syscr)
+	[ $((r1 - r0)) -lt 40 ] || fail "$((r1 - r0)) requests reached the server for a 16 MB lower read"
+}
+
+@test "passthrough: true with a libfuse 3.14 stratafs: mounted, served by the server, status says why not" {
+	use_nopt_stratafs
+	no_trusted_markers
+	head -c 4000000 /dev/urandom >"$T/data"
+	cp "$T/data" "$T/u/up"
+	mount_spec "$(spec_opts '{"passthrough": true, "userxattr": true}')"
+	[ "$status" -eq 0 ] || { show; false; }
+	assert_live "$M"
+	pid=$(j .pid)
+	[ "$(j .features.passthrough)" = false ] || { show; false; }
+	[[ "$(j .features.passthroughReason)" == *"libfuse $(libfuse_of "$STRATAFS")"* ]] || { show; false; }
+	# nothing to keep CAP_SYS_ADMIN for
+	has_sys_admin "$pid" && fail "CAP_SYS_ADMIN kept: $(j .sandbox.sysAdminReason)"
+	# reads and writes go through the server, and are right
+	r0=$(io_field "$pid" syscr)
+	cmp "$M/up" "$T/data"
+	r1=$(io_field "$pid" syscr)
+	[ $((r1 - r0)) -ge 20 ] || fail "only $((r1 - r0)) requests for a 4 MB read: who served it?"
+	c0=$(io_field "$pid" rchar)
+	dd if="$T/data" of="$M/new" bs=1M status=none
+	c1=$(io_field "$pid" rchar)
+	[ $((c1 - c0)) -ge 4000000 ] || fail "the server read $((c1 - c0)) bytes for a 4 MB write"
+	cmp "$T/u/new" "$T/data"
+	st status pt
+	[ "$(j .features.passthrough)" = false ]
+	[[ "$(j .features.passthroughReason)" == *"libfuse >= 3.16"* ]] || { show; false; }
+}
+
+@test "passthrough: false is passthrough=0: no CAP_SYS_ADMIN for it, and none used with trusted markers either" {
+	use_pt_stratafs
+	head -c 4000000 /dev/urandom >"$T/data"
+	# trusted.overlay markers keep CAP_SYS_ADMIN (as before); passthrough must still be off
+	mount_spec "$(spec_opts '{"passthrough": false}')"
+	[ "$status" -eq 0 ] || { show; false; }
+	pid=$(j .pid)
+	[[ "$(j .sandbox.sysAdminReason)" == *trusted.overlay* ]] || { show; false; }
+	[ "$(j .features.passthrough)" = false ]
+	[ "$(j '.features.passthroughReason // "none"')" = none ]
+	tr '\0' '\n' <"/proc/$pid/cmdline" | grep -q 'passthrough=0'
+	c0=$(io_field "$pid" rchar)
+	dd if="$T/data" of="$M/new" bs=1M status=none
+	c1=$(io_field "$pid" rchar)
+	[ $((c1 - c0)) -ge 4000000 ] || fail "the server read $((c1 - c0)) bytes for a 4 MB write: passed through?"
+	cmp "$T/u/new" "$T/data"
+	grep -q 'stratafs: passthrough: off: passthrough=0' "$SD/pt.log"
+	st unmount pt
+	[ "$status" -eq 0 ]
+	# without markers, and without the option at all: no CAP_SYS_ADMIN
+	no_trusted_markers
+	rm -rf "$T/u"/* "$T/w"/*
+	for opts in '{"passthrough": false, "userxattr": true}' '{"userxattr": true}'; do
+		mount_spec "$(spec_opts "$opts")"
+		[ "$status" -eq 0 ] || { show; false; }
+		has_sys_admin "$(j .pid)" && fail "$opts: CAP_SYS_ADMIN kept: $(j .sandbox.sysAdminReason)"
+		[ "$(j .features.passthrough)" = false ]
+		st unmount pt
+		[ "$status" -eq 0 ]
+	done
+}
+
+@test "passthrough: refused by the kernel at a later open (layers on a stacked filesystem), status follows" {
+	use_pt_stratafs
+	grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null || true
+	grep -qw overlay /proc/filesystems || skip "no kernel overlayfs"
+	# a read-only mount passes lower files through; on an overlayfs stacked on another they
+	# are too deep (the server allows one level), so the kernel refuses the first backing
+	# file (ELOOP), which only an open can find out
+	mkdir -p "$T/ka" "$T/kb" "$T/kc" "$T/ko" "$T/ko2"
+	echo data >"$T/ka/f"
+	mount -t overlay overlay -o "lowerdir=$T/ka:$T/kb" "$T/ko"
+	mount -t overlay overlay -o "lowerdir=$T/ko:$T/kc" "$T/ko2"
+	mount_spec "{\"id\": \"pt\", \"target\": \"$M\", \"lower\": [\"$T/ko2\"], \"options\": {\"passthrough\": true}}"
+	[ "$status" -eq 0 ] || { show; false; }
+	[ "$(j .features.passthrough)" = true ] || { show; false; }
+	[ "$(cat "$M/f")" = data ]
+	st status pt
+	[ "$(j .features.passthrough)" = false ] || { show; false; }
+	[[ "$(j .features.passthroughReason)" == "refused by the kernel (Too many levels of symbolic links)"* ]] || { show; false; }
+	[ "$(cat "$M/f")" = data ]
+	st unmount pt
+	[ "$status" -eq 0 ]
+	umount "$T/ko2"
+	umount "$T/ko"
+}
+
 @test "overlay under the sandbox: whiteouts, opaque dirs, copy-up, deletes" {
 	mount_spec "$(native_spec)"
 	[ "$status" -eq 0 ] || { show; false; }

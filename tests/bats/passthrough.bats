@@ -24,6 +24,11 @@ setup() {
 
 teardown() {
 	common_teardown
+	# a server left in a user namespace by a failed test (its argv names this test's tree)
+	local p
+	for p in $(strata_pids_under "$T/"); do
+		kill -KILL "$p" 2>/dev/null || true
+	done
 }
 
 # mount_debug OPTS [PREFIX...]: stratafs -d in the background (log in $T/log), waits for
@@ -126,5 +131,51 @@ EOF
 	[ "$(cat "$T/m/lf")" = "$(printf 'lower\nmore')" ]
 	umount_strata "$T/m"
 	[ "$(opcount WRITE)" -gt 0 ]
-	grep -q "passthrough refused by the kernel (Operation not permitted)" "$T/log"
+	grep -q "passthrough: off: refused by the kernel (Operation not permitted" "$T/log"
+}
+
+has_sys_admin() { [ $((0x$(awk '/^CapEff:/ { print $2 }' "/proc/$1/status") >> 21 & 1)) = 1 ]; }
+
+@test "sandbox: passthrough asked for keeps CAP_SYS_ADMIN for it and bypasses the server" {
+	# userxattr: no trusted.overlay markers, so passthrough is the only reason to keep it
+	mount_debug sandbox=userxattr,passthrough=1
+	pid=$(strata_pids "$T/m")
+	[ -n "$pid" ]
+	has_sys_admin "$pid" || fail "CAP_SYS_ADMIN dropped"
+	grep -q "CAP_SYS_ADMIN kept: FUSE passthrough was asked for" "$T/log"
+	prand 200000 >"$T/m/new"
+	cmp "$T/m/new" <(prand 200000)
+	grep -q "stratafs: passthrough: on" "$T/log"
+	umount_strata "$T/m"
+	[ "$(opcount WRITE)" = 0 ] || fail "$(opcount WRITE) WRITE requests reached the server"
+}
+
+@test "sandbox: in a user namespace CAP_SYS_ADMIN is not kept for passthrough, which falls back" {
+	command -v unshare >/dev/null || skip "unshare is not installed (util-linux)"
+	chmod 755 "$T"
+	chown -R 0:0 "$T/l1" "$T/upper" "$T/work"
+	# the server's whole life inside one user and mount namespace (root mapped to root);
+	# the script waits for the mount, writes, checks, and unmounts
+	run timeout -k 5 60 unshare --user --map-root-user --mount bash -c '
+		"$1" -f -o "lowerdir=$2/l1,upperdir=$2/upper,workdir=$2/work,sandbox=1,passthrough=1" "$2/m" 2>"$2/log" &
+		srv=$!
+		for i in $(seq 100); do grep -q " $2/m " /proc/self/mounts && break; sleep 0.1; done
+		grep -q " $2/m " /proc/self/mounts || { echo "no mount"; kill $srv; exit 1; }
+		head -c 100000 /dev/urandom >"$2/data"
+		cp "$2/data" "$2/m/new" && cmp "$2/m/new" "$2/data" && cat "$2/m/lf" || echo "io failed"
+		awk "/^CapEff:/ { print \"CapEff\", \$2 }" /proc/$srv/status
+		umount "$2/m"
+		wait $srv
+		echo "exit $?"' _ "$STRATAFS" "$T"
+	echo "$output"
+	cat "$T/log"
+	[ "$status" -eq 0 ]
+	assert_line lower
+	assert_line "exit 0"
+	refute_output --partial "io failed"
+	# CAP_SYS_ADMIN (bit 21) is not in CapEff
+	capeff=$(sed -n 's/^CapEff //p' <<<"$output")
+	[ $((0x$capeff >> 21 & 1)) = 0 ] || fail "CapEff $capeff holds CAP_SYS_ADMIN"
+	grep -q "CAP_SYS_ADMIN not kept for FUSE passthrough: in a user namespace" "$T/log"
+	grep -q "stratafs: passthrough: off: refused by the kernel (Operation not permitted" "$T/log"
 }

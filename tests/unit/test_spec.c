@@ -178,9 +178,46 @@ int main(void)
 	bad("bad mount option",
 	    "{\"target\":\"/t\",\"lower\":[\"/a\"],\"options\":{\"mountOptions\":[\"nodev\",\"bind\"]}}",
 	    "options.mountOptions[1]", EINVAL);
-	bad("passthrough is not available",
-	    "{\"target\":\"/t\",\"lower\":[\"/a\"],\"options\":{\"passthrough\":true}}",
-	    "options.passthrough", ENOTSUP);
+	bad("passthrough of wrong type",
+	    "{\"target\":\"/t\",\"lower\":[\"/a\"],\"options\":{\"passthrough\":1}}",
+	    "options.passthrough", EINVAL);
+	bad("passthrough: a string other than all",
+	    "{\"target\":\"/t\",\"lower\":[\"/a\"],\"options\":{\"passthrough\":\"yes\"}}",
+	    "options.passthrough", EINVAL);
+	bad("passthrough with the writeback cache",
+	    "{\"target\":\"/t\",\"lower\":[\"/a\"],\"options\":{\"passthrough\":true,"
+	    "\"writeback\":true}}",
+	    "options.passthrough", EINVAL);
+	CHECK("passthrough: off by default",
+	      parse("{\"target\":\"/t\",\"lower\":[\"/a\"]}") == 0 && spec.passthrough == 0);
+	CHECK("passthrough: true",
+	      parse("{\"target\":\"/t\",\"lower\":[\"/a\"],\"options\":{\"passthrough\":true}}") ==
+			      0 &&
+		      spec.passthrough == 1);
+	CHECK("passthrough: false",
+	      parse("{\"target\":\"/t\",\"lower\":[\"/a\"],\"options\":{\"passthrough\":false}}") ==
+			      0 &&
+		      spec.passthrough == 0);
+	CHECK("passthrough: \"all\"",
+	      parse("{\"target\":\"/t\",\"lower\":[\"/a\"],\"options\":{\"passthrough\":\"all\"}}") ==
+			      0 &&
+		      spec.passthrough == 2);
+	CHECK("containerd: passthrough=all",
+	      parse("{\"type\":\"fuse3.stratafs\",\"target\":\"/t\",\"options\":[\"lowerdir=/a\","
+		    "\"passthrough=all\"]}") == 0 &&
+		      spec.passthrough == 2);
+	CHECK("containerd: passthrough (bare word)",
+	      parse("{\"type\":\"fuse3.stratafs\",\"target\":\"/t\",\"options\":[\"lowerdir=/a\","
+		    "\"passthrough\"]}") == 0 &&
+		      spec.passthrough == 1);
+	CHECK("containerd: passthrough=0",
+	      parse("{\"type\":\"fuse3.stratafs\",\"target\":\"/t\",\"options\":[\"lowerdir=/a\","
+		    "\"passthrough=0\"]}") == 0 &&
+		      spec.passthrough == 0);
+	bad("containerd: passthrough=yes",
+	    "{\"type\":\"fuse3.stratafs\",\"target\":\"/t\",\"options\":[\"lowerdir=/a\","
+	    "\"passthrough=yes\"]}",
+	    "options[1]", EINVAL);
 	bad("mapping without hostID",
 	    "{\"target\":\"/t\",\"lower\":[\"/a\"],\"uidMappings\":[{\"containerID\":0,\"size\":1}]}",
 	    "uidMappings[0].hostID", EINVAL);
