@@ -73,6 +73,7 @@ static struct ovl_node *node_alloc(struct ovl_fs *fs)
 	n->pt_backing = n->pt_count = 0;
 	n->pt_lower = n->pt_used = false;
 	n->listing = NULL;
+	n->xneg = 0;
 	return n;
 }
 

@@ -176,6 +176,8 @@ struct ovl_node {
 	/* directories (readdir.c): the listing being read, kept from a read at offset 0 until
 	 * one reaches its end, guarded by lock */
 	struct ovl_listing *listing;
+	/* xattr.c: names of a few xattrs known to be absent, (fs->xgen << 8) | bits, atomic */
+	uint64_t xneg;
 };
 
 /* ---- the filesystem ---- */
@@ -209,6 +211,7 @@ struct ovl_fs {
 	struct fuse_session *se;
 	atomic_bool pt_on; /* passthrough negotiated and not refused by the kernel (file.c) */
 	bool no_opendir; /* the kernel skips OPENDIR/RELEASEDIR once we answer ENOSYS */
+	atomic_ulong xgen; /* bumped after every xattr change made through the mount (xattr.c) */
 	atomic_bool pt_probe; /* the first request after INIT asks the kernel (file.c) */
 };
 

@@ -31,6 +31,31 @@ static int node_xpath(struct ovl_fs *fs, struct ovl_node *n, char *path, size_t 
 	return pfd;
 }
 
+/* Names the kernel asks for over and over and that are mostly absent: ls -l asks for
+ * security.selinux of every entry, every write and chown for security.capability, and FUSE
+ * has no xattr cache. Their absence is remembered per node: lower layers do not change and
+ * every change to the upper goes through this mount, which bumps fs->xgen after each one
+ * (any node: the names of a hard link are separate nodes). */
+static const char *const neg_names[] = {
+	"security.selinux",	   "security.capability",      "security.ima",
+	"system.posix_acl_access", "system.posix_acl_default", "security.apparmor",
+};
+
+static int neg_bit(const char *name)
+{
+	if (strncmp(name, "security.", 9) && strncmp(name, "system.", 7))
+		return -1;
+	for (size_t i = 0; i < sizeof(neg_names) / sizeof(neg_names[0]); i++)
+		if (!strcmp(name, neg_names[i]))
+			return (int)i;
+	return -1;
+}
+
+static void xattrs_changed(struct ovl_fs *fs)
+{
+	atomic_fetch_add(&fs->xgen, 1);
+}
+
 ssize_t ovl_getxattr(struct ovl_fs *fs, fuse_ino_t ino, const char *name, char *buf, size_t size)
 {
 	if (fs->p.noxattrs)
@@ -42,13 +67,25 @@ ssize_t ovl_getxattr(struct ovl_fs *fs, fuse_ino_t ino, const char *name, char *
 	struct ovl_node *n = ovl_node_get(fs, ino);
 	if (!n)
 		return -ESTALE;
+	int bit = neg_bit(name);
+	/* read before the lookup: a change that ends after it bumps past this generation */
+	uint64_t gen = atomic_load(&fs->xgen) & (UINT64_MAX >> 8);
+	uint64_t neg = __atomic_load_n(&n->xneg, __ATOMIC_ACQUIRE);
+	if (bit >= 0 && neg >> 8 == gen && (neg & (1u << bit)))
+		return -ENODATA;
 	char path[PATH_MAX];
 	autoclose int fd = node_xpath(fs, n, path, sizeof(path));
 	if (fd < 0)
 		return fd;
 	ssize_t r = lgetxattr(path, name, buf, size);
-	if (r < 0)
-		return -errno;
+	if (r < 0) {
+		int e = errno;
+		if (e == ENODATA && bit >= 0) {
+			uint64_t keep = neg >> 8 == gen ? neg & 0xff : 0;
+			__atomic_store_n(&n->xneg, gen << 8 | keep | (1u << bit), __ATOMIC_RELEASE);
+		}
+		return -e;
+	}
 	/* ACL entries name stored ids: show them as the owners are shown */
 	if (size && r > 0 && ovl_is_acl_xattr(name) && ovl_idmap_acl(fs, buf, (size_t)r, true) < 0)
 		return -EIO;
@@ -121,7 +158,9 @@ int ovl_setxattr(struct ovl_fs *fs, fuse_ino_t ino, const char *name, const char
 	autoclose int fd = node_xpath(fs, n, path, sizeof(path));
 	if (fd < 0)
 		return fd;
-	return lsetxattr(path, name, value, size, flags) < 0 ? -errno : 0;
+	r = lsetxattr(path, name, value, size, flags) < 0 ? -errno : 0;
+	xattrs_changed(fs);
+	return r;
 }
 
 int ovl_removexattr(struct ovl_fs *fs, fuse_ino_t ino, const char *name)
@@ -150,5 +189,7 @@ int ovl_removexattr(struct ovl_fs *fs, fuse_ino_t ino, const char *name)
 	autoclose int fd = node_xpath(fs, n, path, sizeof(path));
 	if (fd < 0)
 		return fd;
-	return lremovexattr(path, name) < 0 ? -errno : 0;
+	r = lremovexattr(path, name) < 0 ? -errno : 0;
+	xattrs_changed(fs);
+	return r;
 }

@@ -245,6 +245,37 @@ check_linked() {
 	cmp "$m/f" "$m/g"
 }
 
+@test "an xattr found absent and then set (through any name) is seen at once" {
+	# stratafs remembers which of security.selinux/capability and the ACL names a node
+	# lacks (ls -l and every write ask for them); a change must end that at once
+	mk_layers "$T" 1
+	echo x >"$T/l1/f"
+	mkdir "$T/l1/d"
+	mount_strata "$T/l1" "$T/upper" "$T/work" "$T/mnt"
+	local m=$T/mnt n
+	ln "$m/f" "$m/g"
+	for n in security.capability security.selinux; do
+		run getfattr --absolute-names -n "$n" "$m/f"
+		assert_failure
+		run getfattr --absolute-names -n "$n" "$m/g"
+		assert_failure
+	done
+	setcap cap_net_raw+ep "$m/g"
+	run getcap "$m/f"
+	assert_output --partial cap_net_raw
+	setcap -r "$m/f"
+	run getcap "$m/g"
+	assert_output ''
+	run getfacl --absolute-names --omit-header -a "$m/d"
+	refute_output --partial 'user:lp:'
+	setfacl -m u:lp:rx "$m/d"
+	run getfacl --absolute-names --omit-header -a "$m/d"
+	assert_output --partial 'user:lp:r-x'
+	setfattr -n security.selinux -v x "$m/f" 2>/dev/null || skip "security.selinux cannot be set here"
+	run getfattr --absolute-names --only-values -n security.selinux "$m/g"
+	assert_output x
+}
+
 @test "concurrent writers racing to copy up the same file (same as the kernel)" {
 	need_kernel_overlay
 	build_race() {
