@@ -221,7 +221,6 @@ static void walk(struct walk *w, struct ovl_node *dir, int depth)
 {
 	struct ovl_dirh h;
 	memset(&h, 0, sizeof(h));
-	pthread_mutex_init(&h.lock, NULL);
 	if (ovl_dir_load(w->fs, dir, &h, false) == 0) {
 		fuse_ino_t did = ovl_node_id(dir);
 		for (size_t i = 0; i < h.n && w->budget > 0; i++, w->budget--) {
@@ -269,7 +268,6 @@ static void walk(struct walk *w, struct ovl_node *dir, int depth)
 		}
 	}
 	ovl_dirh_free(&h);
-	pthread_mutex_destroy(&h.lock);
 }
 
 static int count_outside(void)
