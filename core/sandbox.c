@@ -421,7 +421,6 @@ int ovl_sandbox_seccomp_load(void *filter, char *err, size_t errlen)
 
 /* ---- the whole sandbox --------------------------------------------------------------------- */
 
-#ifdef HAVE_FUSE_PASSTHROUGH
 /* Is this process in the initial user namespace? Its uid_map there is the identity over the
  * whole range; a user namespace maps less (a full identity map needs real root to set up, and
  * then the kernel's own answer, core/file.c, still tells). */
@@ -436,7 +435,6 @@ static bool initial_user_ns(void)
 		return false;
 	return a == 0 && b == 0 && n == 4294967295u && buf[used] == '\0';
 }
-#endif
 
 /* FUSE passthrough: the kernel registers a backing file only for a server with CAP_SYS_ADMIN
  * in the initial user namespace (fs/fuse/backing.c). So it is kept when passthrough was asked
@@ -490,7 +488,9 @@ static int need_sys_admin(struct ovl_fs *fs, const char **reason, char *err, siz
 			fs->feat.private_prefix = "user.overlay.";
 		}
 	}
-	for (int i = 0; i < fs->nlayers; i++) {
+	/* in a user namespace trusted.* reads as absent whatever we hold: no walk can see it */
+	bool can_see = initial_user_ns();
+	for (int i = 0; i < fs->nlayers && can_see; i++) {
 		int r = ovl_sandbox_layer_uses_trusted(fs->layers[i].fd, 1000000);
 		if (r < 0) {
 			snprintf(err, errlen, "scanning layer '%s' for trusted.overlay xattrs: %s",
