@@ -121,6 +121,22 @@ EOF
 	[ "$(opcount READ)" = 0 ] || fail "$(opcount READ) READ requests reached the server"
 }
 
+@test "passthrough=all: small files opened to read use the page cache, big ones the backing file" {
+	# a backing file costs more than it saves below 256 KiB: those reads come to the
+	# server once, later opens are served from the kernel's page cache (keep_cache)
+	prand 20000 >"$T/l1/small"
+	mount_debug passthrough=all
+	cmp "$T/m/small" "$T/l1/small"
+	cmp "$T/m/big" "$T/l1/big"
+	local after_first
+	after_first=$(opcount READ)
+	cmp "$T/m/small" "$T/l1/small"
+	umount_strata "$T/m"
+	[ "$after_first" -ge 1 ] || fail "the small file was passed through (no READ)"
+	[ "$after_first" -le 2 ] || fail "$after_first READ requests: the big file was not passed through"
+	[ "$(opcount READ)" = "$after_first" ] || fail "the second read of the small file was not cached"
+}
+
 @test "passthrough: without CAP_SYS_ADMIN it falls back to serving reads and writes" {
 	# the sandbox drops CAP_SYS_ADMIN with userxattr; its seccomp filter lets the backing
 	# ioctl through, so the kernel's own EPERM is what stratafs sees
