@@ -321,12 +321,14 @@ has_sys_admin() # PID: CAP_SYS_ADMIN (21) in its effective set
 	# file (ELOOP), which only an open can find out
 	mkdir -p "$T/ka" "$T/kb" "$T/kc" "$T/ko" "$T/ko2"
 	echo data >"$T/ka/f"
+	head -c 300000 /dev/urandom >"$T/ka/big" # small read-only files are never passed through
 	mount -t overlay overlay -o "lowerdir=$T/ka:$T/kb" "$T/ko"
 	mount -t overlay overlay -o "lowerdir=$T/ko:$T/kc" "$T/ko2"
 	mount_spec "{\"id\": \"pt\", \"target\": \"$M\", \"lower\": [\"$T/ko2\"], \"options\": {\"passthrough\": true}}"
 	[ "$status" -eq 0 ] || { show; false; }
 	[ "$(j .features.passthrough)" = true ] || { show; false; }
 	[ "$(cat "$M/f")" = data ]
+	cmp "$M/big" "$T/ka/big"
 	st status pt
 	[ "$(j .features.passthrough)" = false ] || { show; false; }
 	[[ "$(j .features.passthroughReason)" == "refused by the kernel (Too many levels of symbolic links)"* ]] || { show; false; }
