@@ -369,18 +369,29 @@ static int cmd_status(const struct cmdline *cl)
 	return 0;
 }
 
-static int cmd_list(const struct cmdline *cl)
+/* list and gc: the state dir and the ids of its records. 0, or the exit code of the
+ * error document it printed. */
+static int open_state_ids(const struct cmdline *cl, int *dirfd, char ***ids)
 {
 	struct strata_error err = { 0 };
-	autoclose int dirfd = open_state(cl, &err);
-	if (dirfd < 0)
+	*dirfd = open_state(cl, &err);
+	if (*dirfd < 0)
 		return fail_doc(NULL, &err);
-	char **ids = NULL;
-	if (strata_record_ids(dirfd, &ids) < 0) {
+	if (strata_record_ids(*dirfd, ids) < 0) {
 		strata_fail(&err, STRATA_EXIT_FAIL, errno, NULL, "listing the state dir: %s",
 			    strerror(errno));
 		return fail_doc(NULL, &err);
 	}
+	return 0;
+}
+
+static int cmd_list(const struct cmdline *cl)
+{
+	autoclose int dirfd = -1;
+	char **ids = NULL;
+	int rc = open_state_ids(cl, &dirfd, &ids);
+	if (rc)
+		return rc;
 	autojson json_object *arr = json_object_new_array();
 	for (char **p = ids; *p; p++) {
 		/* a record removed meanwhile (a concurrent unmount) is simply not listed */
@@ -470,16 +481,11 @@ static int cmd_unmount(const struct cmdline *cl)
 
 static int cmd_gc(const struct cmdline *cl)
 {
-	struct strata_error err = { 0 };
-	autoclose int dirfd = open_state(cl, &err);
-	if (dirfd < 0)
-		return fail_doc(NULL, &err);
+	autoclose int dirfd = -1;
 	char **ids = NULL;
-	if (strata_record_ids(dirfd, &ids) < 0) {
-		strata_fail(&err, STRATA_EXIT_FAIL, errno, NULL, "listing the state dir: %s",
-			    strerror(errno));
-		return fail_doc(NULL, &err);
-	}
+	int rc = open_state_ids(cl, &dirfd, &ids);
+	if (rc)
+		return rc;
 	autojson json_object *removed = json_object_new_array();
 	int kept = 0;
 	for (char **p = ids; *p; p++) {
