@@ -187,6 +187,17 @@ io_field()
 	awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/io"
 }
 
+# io_delta FIELD PID CMD...: runs CMD and prints how much PID's io_field FIELD grew
+io_delta()
+{
+	local field=$1 pid=$2 a b
+	shift 2
+	a=$(io_field "$pid" "$field")
+	"$@" || return
+	b=$(io_field "$pid" "$field")
+	echo $((b - a))
+}
+
 # spec_opts OPTIONS_JSON: native_spec with upper and work, and "options": OPTIONS_JSON
 spec_opts()
 {
@@ -216,15 +227,11 @@ has_sys_admin() # PID: CAP_SYS_ADMIN (21) in its effective set
 	[ "$(j .sandbox.sysAdminReason)" = "FUSE passthrough was asked for" ] || { show; false; }
 	tr '\0' '\n' <"/proc/$pid/cmdline" | grep -q 'passthrough=1'
 	# reads of an upper file: a handful of requests (open, getattr, release), no READs
-	r0=$(io_field "$pid" syscr)
-	cmp "$M/up" "$T/data"
-	r1=$(io_field "$pid" syscr)
-	[ $((r1 - r0)) -lt 40 ] || fail "$((r1 - r0)) requests reached the server for a 16 MB read"
+	n=$(io_delta syscr "$pid" cmp "$M/up" "$T/data")
+	[ "$n" -lt 40 ] || fail "$n requests reached the server for a 16 MB read"
 	# writes: the data never passes through the server
-	c0=$(io_field "$pid" rchar)
-	dd if="$T/data" of="$M/new" bs=1M status=none
-	c1=$(io_field "$pid" rchar)
-	[ $((c1 - c0)) -lt 1000000 ] || fail "the server read $((c1 - c0)) bytes for a 16 MB write"
+	n=$(io_delta rchar "$pid" dd if="$T/data" of="$M/new" bs=1M status=none)
+	[ "$n" -lt 1000000 ] || fail "the server read $n bytes for a 16 MB write"
 	cmp "$M/new" "$T/data"
 	cmp "$T/u/new" "$T/data"
 	# copy-up and the lower layers still read right
@@ -246,10 +253,8 @@ has_sys_admin() # PID: CAP_SYS_ADMIN (21) in its effective set
 	pid=$(j .pid)
 	[ "$(j .features.passthrough)" = true ] || { show; false; }
 	tr '\0' '\n' <"/proc/$pid/cmdline" | grep -q 'passthrough=all'
-	r0=$(io_field "$pid" syscr)
-	cmp "$M/low" "$T/data"
-	r1=$(io_field "$pid" syscr)
-	[ $((r1 - r0)) -lt 40 ] || fail "$((r1 - r0)) requests reached the server for a 16 MB lower read"
+	n=$(io_delta syscr "$pid" cmp "$M/low" "$T/data")
+	[ "$n" -lt 40 ] || fail "$n requests reached the server for a 16 MB lower read"
 }
 
 @test "passthrough: true with a libfuse 3.14 stratafs: mounted, served by the server, status says why not" {
@@ -266,14 +271,10 @@ has_sys_admin() # PID: CAP_SYS_ADMIN (21) in its effective set
 	# nothing to keep CAP_SYS_ADMIN for
 	has_sys_admin "$pid" && fail "CAP_SYS_ADMIN kept: $(j .sandbox.sysAdminReason)"
 	# reads and writes go through the server, and are right
-	r0=$(io_field "$pid" syscr)
-	cmp "$M/up" "$T/data"
-	r1=$(io_field "$pid" syscr)
-	[ $((r1 - r0)) -ge 20 ] || fail "only $((r1 - r0)) requests for a 4 MB read: who served it?"
-	c0=$(io_field "$pid" rchar)
-	dd if="$T/data" of="$M/new" bs=1M status=none
-	c1=$(io_field "$pid" rchar)
-	[ $((c1 - c0)) -ge 4000000 ] || fail "the server read $((c1 - c0)) bytes for a 4 MB write"
+	n=$(io_delta syscr "$pid" cmp "$M/up" "$T/data")
+	[ "$n" -ge 20 ] || fail "only $n requests for a 4 MB read: who served it?"
+	n=$(io_delta rchar "$pid" dd if="$T/data" of="$M/new" bs=1M status=none)
+	[ "$n" -ge 4000000 ] || fail "the server read $n bytes for a 4 MB write"
 	cmp "$T/u/new" "$T/data"
 	st status pt
 	[ "$(j .features.passthrough)" = false ]
@@ -291,10 +292,8 @@ has_sys_admin() # PID: CAP_SYS_ADMIN (21) in its effective set
 	[ "$(j .features.passthrough)" = false ]
 	[ "$(j '.features.passthroughReason // "none"')" = none ]
 	tr '\0' '\n' <"/proc/$pid/cmdline" | grep -q 'passthrough=0'
-	c0=$(io_field "$pid" rchar)
-	dd if="$T/data" of="$M/new" bs=1M status=none
-	c1=$(io_field "$pid" rchar)
-	[ $((c1 - c0)) -ge 4000000 ] || fail "the server read $((c1 - c0)) bytes for a 4 MB write: passed through?"
+	n=$(io_delta rchar "$pid" dd if="$T/data" of="$M/new" bs=1M status=none)
+	[ "$n" -ge 4000000 ] || fail "the server read $n bytes for a 4 MB write: passed through?"
 	cmp "$T/u/new" "$T/data"
 	grep -q 'stratafs: passthrough: off: passthrough=0' "$SD/pt.log"
 	st unmount pt
