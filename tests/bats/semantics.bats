@@ -367,3 +367,36 @@ ops_mixed() {
 @test "an upper prepared with whiteouts and opaque dirs reads like the kernel's" {
 	compare_with_kernel build_upper_only ops_dirs
 }
+
+@test "directories are listed without OPENDIR round trips, and listings follow changes" {
+	# readdir.c keeps listings on the node: the first OPENDIR is answered ENOSYS and the
+	# kernel sends no more OPENDIR or RELEASEDIR, yet caches nothing stale
+	need_real_stratafs
+	mk_layers "$T" 1
+	mkdir "$T/l1/d"
+	local i
+	for i in $(seq 1 600); do : >"$T/l1/d/f$i"; done
+	"$STRATAFS" -d -o "lowerdir=$T/l1,upperdir=$T/upper,workdir=$T/work" "$T/mnt" \
+		>"$T/log" 2>&1 </dev/null &
+	_register_mount strata "$T/mnt"
+	wait_for 10 is_mounted "$T/mnt" || fail "stratafs did not mount: $(cat "$T/log")"
+	for i in 1 2 3; do
+		assert_equal "$(ls -a "$T/mnt/d" | wc -l)" 602
+	done
+	touch "$T/mnt/d/new"
+	rm "$T/mnt/d/f1" "$T/mnt/d/f600"
+	mkdir "$T/mnt/d/sub"
+	mv "$T/mnt/d/f2" "$T/mnt/d/sub/moved"
+	assert_equal "$(ls "$T/mnt/d" | wc -l)" 599
+	ls "$T/mnt/d" | grep -qx new
+	ls "$T/mnt/d" | grep -qx sub
+	run ls "$T/mnt/d/sub"
+	assert_output moved
+	! ls "$T/mnt/d" | grep -qxE 'f1|f2|f600'
+	umount_strata "$T/mnt"
+	local opendir releasedir
+	opendir=$(grep -c 'opcode: OPENDIR ' "$T/log" || true)
+	releasedir=$(grep -c 'opcode: RELEASEDIR ' "$T/log" || true)
+	[ "$opendir" -le 1 ] || fail "$opendir OPENDIR requests"
+	[ "$releasedir" = 0 ] || fail "$releasedir RELEASEDIR requests"
+}
