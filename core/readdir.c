@@ -308,25 +308,23 @@ static struct ovl_listing *listing_get(struct ovl_fs *fs, struct ovl_node *dir, 
 	return l;
 }
 
-void ovl_dir_changed(struct ovl_node *dir)
+/* Takes dir's listing off the node (only if it is still `only`, when given) and drops the
+ * node's reference to it. */
+static void listing_detach(struct ovl_node *dir, const struct ovl_listing *only)
 {
 	pthread_mutex_lock(&dir->lock);
 	struct ovl_listing *l = dir->listing;
-	dir->listing = NULL;
+	if (only && l != only)
+		l = NULL;
+	if (l)
+		dir->listing = NULL;
 	pthread_mutex_unlock(&dir->lock);
 	listing_put(l);
 }
 
-/* The pass reached the end: the kernel has the listing now (or a reader is done). */
-static void listing_done(struct ovl_node *dir, struct ovl_listing *l)
+void ovl_dir_changed(struct ovl_node *dir)
 {
-	pthread_mutex_lock(&dir->lock);
-	bool mine = dir->listing == l;
-	if (mine)
-		dir->listing = NULL;
-	pthread_mutex_unlock(&dir->lock);
-	if (mine)
-		listing_put(l);
+	listing_detach(dir, NULL);
 }
 
 ssize_t ovl_readdir_fill(struct ovl_fs *fs, fuse_req_t req, fuse_ino_t ino, char *buf, size_t size,
@@ -383,9 +381,10 @@ ssize_t ovl_readdir_fill(struct ovl_fs *fs, fuse_req_t req, fuse_ino_t ino, char
 		}
 		pos += used;
 	}
-	/* an empty reply past the last entry ends the pass (the kernel asks until it gets one) */
+	/* an empty reply past the last entry ends the pass (the kernel asks until it gets one,
+	 * and has the listing now): unless another pass replaced it, the node lets it go */
 	if (i == h->n && pos == 0)
-		listing_done(dir, l);
+		listing_detach(dir, l);
 	listing_put(l);
 	return (ssize_t)pos;
 }
