@@ -441,12 +441,12 @@ static bool initial_user_ns(void)
  * for explicitly (passthrough=1|all; the strata driver's options.passthrough), the build can
  * do it and the writeback cache does not rule it out, and only in the initial user
  * namespace: in any other the kernel refuses passthrough whatever the server holds. */
-static int passthrough_needs_sys_admin(struct ovl_fs *fs, const char **reason)
+static int passthrough_needs_sys_admin(struct ovl_fs *fs, bool initial_ns, const char **reason)
 {
 #ifdef HAVE_FUSE_PASSTHROUGH
 	if (!fs->p.passthrough || !fs->p.passthrough_asked || fs->p.writeback)
 		return 0;
-	if (!initial_user_ns()) {
+	if (!initial_ns) {
 		fprintf(stderr, "stratafs: sandbox: CAP_SYS_ADMIN not kept for FUSE passthrough: "
 				"in a user namespace the kernel refuses passthrough anyway\n");
 		return 0;
@@ -454,7 +454,7 @@ static int passthrough_needs_sys_admin(struct ovl_fs *fs, const char **reason)
 	*reason = "FUSE passthrough was asked for";
 	return 1;
 #else
-	(void)fs, (void)reason;
+	(void)fs, (void)initial_ns, (void)reason;
 	return 0;
 #endif
 }
@@ -489,8 +489,8 @@ static int need_sys_admin(struct ovl_fs *fs, const char **reason, char *err, siz
 		}
 	}
 	/* in a user namespace trusted.* reads as absent whatever we hold: no walk can see it */
-	bool can_see = initial_user_ns();
-	for (int i = 0; i < fs->nlayers && can_see; i++) {
+	bool initial_ns = initial_user_ns();
+	for (int i = 0; i < fs->nlayers && initial_ns; i++) {
 		int r = ovl_sandbox_layer_uses_trusted(fs->layers[i].fd, 1000000);
 		if (r < 0) {
 			snprintf(err, errlen, "scanning layer '%s' for trusted.overlay xattrs: %s",
@@ -510,7 +510,7 @@ static int need_sys_admin(struct ovl_fs *fs, const char **reason, char *err, siz
 		*reason = "a layer carries trusted.overlay.* markers";
 		return 1;
 	}
-	return passthrough_needs_sys_admin(fs, reason);
+	return passthrough_needs_sys_admin(fs, initial_ns, reason);
 }
 
 int ovl_sandbox_apply(struct ovl_fs *fs, char *err, size_t errlen)
