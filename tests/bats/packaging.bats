@@ -198,8 +198,7 @@ teardown_file() {
 	[ -n "$(ns_stratafs_pids)" ] || fail "no stratafs process serves the mount"
 	run inroot umount /t1/m
 	assert_success
-	for i in $(seq 50); do [ -z "$(ns_stratafs_pids)" ] && break; sleep 0.1; done
-	[ -z "$(ns_stratafs_pids)" ] || fail "stratafs still runs after umount"
+	ns_stratafs_gone || fail "stratafs still runs after umount"
 }
 
 @test "in the root: containerd's way, mount.fuse3 -t stratafs and mount -t fuse.stratafs" {
@@ -244,8 +243,7 @@ teardown_file() {
 	assert_output --partial '"state": "unmounted"'
 	run inroot sh -c 'grep " /t3/m " /proc/mounts; ls /run/strata'
 	assert_output ""
-	for i in $(seq 50); do [ -z "$(ns_stratafs_pids)" ] && break; sleep 0.1; done
-	[ -z "$(ns_stratafs_pids)" ] || fail "stratafs still runs after strata unmount"
+	ns_stratafs_gone || fail "stratafs still runs after strata unmount"
 }
 
 @test "in the root: hooks.d files are in podman's hooks dir, and the hook they name mounts and unmounts a spec" {
@@ -281,8 +279,7 @@ teardown_file() {
 	assert_success
 	run inroot sh -c "grep ' $target ' /proc/mounts"
 	assert_output ""
-	for i in $(seq 50); do [ -z "$(ns_stratafs_pids)" ] && break; sleep 0.1; done
-	[ -z "$(ns_stratafs_pids)" ] || fail "stratafs still runs after the poststop hook"
+	ns_stratafs_gone || fail "stratafs still runs after the poststop hook"
 }
 
 @test "in the root: man pages stratafs(1), strata(8), strata-hook(1) are where man looks and render cleanly" {

@@ -124,6 +124,16 @@ need_installed_root() {
 	}
 }
 
+# ns_stratafs_gone: polls up to 5 s until no stratafs of this file runs (ns_stratafs_pids)
+ns_stratafs_gone() {
+	local i
+	for i in $(seq 50); do
+		[ -z "$(ns_stratafs_pids)" ] && return 0
+		sleep 0.1
+	done
+	[ -z "$(ns_stratafs_pids)" ]
+}
+
 # ns_stratafs_pids: stratafs processes of this file: in the holder's namespace, or
 # named by a strata state record in the root (the sandboxed servers have their own
 # namespace).
