@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <getopt.h>
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -25,6 +26,7 @@ static void usage(FILE *f)
 		   "  volatile, fsync=0  never fsync\n"
 		   "  timeout=SECONDS    kernel cache timeout for entries and attributes\n"
 		   "  threaded=0|1       multi-threaded request loop (default 1)\n"
+		   "  spin=US            poll /dev/fuse US us before sleeping (default 50)\n"
 		   "  writeback=1        kernel writeback cache\n"
 		   "  passthrough=0|1|all  FUSE passthrough (default 1: upper files)\n"
 		   "  noacl, noxattrs=1  disable POSIX ACLs / all xattrs\n"
@@ -34,6 +36,15 @@ static void usage(FILE *f)
 		   "  rw ro dev nodev suid nosuid exec noexec atime noatime defaults\n"
 		   "  -f                 stay in the foreground\n"
 		   "  -d                 debug output (implies -f)\n");
+}
+
+/* Polling /dev/fuse only pays when the client can run on another CPU meanwhile. */
+static unsigned default_spin_us(void)
+{
+	cpu_set_t set;
+	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) < 2)
+		return 0;
+	return OVL_LOOP_SPIN_US;
 }
 
 static int add_opts(struct ovl_params *p, const char *s)
@@ -55,6 +66,7 @@ static int parse_args(int argc, char **argv, struct ovl_params *p)
 	int npos = 0;
 	int c;
 	p->threaded = true;
+	p->spin_us = -1;
 	p->passthrough = 1;
 	p->squash_uid = p->squash_gid = -1;
 	while ((c = getopt_long(argc, argv, "-fdho:Vs", longopts, NULL)) != -1) {
@@ -252,17 +264,10 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	fuse_set_signal_handlers(se);
-	int r;
-	if (p->threaded) {
-		struct fuse_loop_config *cfg = fuse_loop_cfg_create();
-		fuse_loop_cfg_set_clone_fd(cfg, 0);
-		fuse_loop_cfg_set_max_threads(cfg, 16);
-		fuse_loop_cfg_set_idle_threads(cfg, 4);
-		r = fuse_session_loop_mt(se, cfg);
-		fuse_loop_cfg_destroy(cfg);
-	} else {
-		r = fuse_session_loop(se);
-	}
+	int r = ovl_loop_run(se, p->threaded ? 16 : 1,
+			     p->spin_us >= 0 ? (unsigned)p->spin_us : default_spin_us());
+	if (r < 0)
+		fprintf(stderr, "stratafs: request loop: %s\n", strerror(-r));
 	fuse_remove_signal_handlers(se);
 	fuse_session_unmount(se);
 	fuse_session_destroy(se);

@@ -250,9 +250,10 @@ int ovl_sandbox_drop_caps(bool keep_sys_admin, char *err, size_t errlen)
 
 /* ---- seccomp ------------------------------------------------------------------------------- */
 
-/* Every syscall the server makes after the filter is loaded: libfuse's session loops (single
- * and multi-threaded, splice on), glibc's thread, memory and stdio internals, and the file
- * operations of core/. Measured with strace -f -c over the test suites (docs/strata.8). */
+/* Every syscall the server makes after the filter is loaded: the request loop (core/loop.c:
+ * libfuse's receive with splice, poll, sched_yield, thread cancellation), glibc's thread,
+ * memory and stdio internals, and the file operations of core/. Measured with strace -f -c
+ * over the test suites (docs/strata.8). */
 static const char *const allowed[] = {
 	/* memory, threads, signals, time */
 	"brk", "mmap", "munmap", "mremap", "mprotect", "madvise", "futex", "futex_waitv",

@@ -361,7 +361,7 @@ try_option()
 
 @test "fuse-overlayfs options are accepted (each mounts, reads and writes)" {
 	local o failed=()
-	for o in timeout=1 threaded=0 threaded=1 noacl fast_ino writeback=1 writeback=0 noxattrs=1 \
+	for o in timeout=1 threaded=0 threaded=1 spin=0 spin=20 noacl fast_ino writeback=1 writeback=0 noxattrs=1 \
 		ino32_t static_nlink xino=auto xino=off redirect_dir=off fsync=0 \
 		uidmapping=0:1000:1 gidmapping=0:1000:1 squash_to_root squash_to_uid=0 squash_to_gid=0 \
 		xattr_permissions=2; do
@@ -369,4 +369,113 @@ try_option()
 		assert_not_mounted
 	done
 	[ "${#failed[@]}" -eq 0 ] || fail "$(printf '%s\n' "${failed[@]}")"
+}
+
+# --- the request loop -------------------------------------------------------------
+
+# thread_states PID - the one-letter state of each thread of PID, e.g. "SSR"
+thread_states()
+{
+	local t s=
+	for t in /proc/"$1"/task/*/stat; do
+		s+=$(sed -e 's/.*) //' -e 's/ .*//' "$t" 2>/dev/null)
+	done
+	echo "$s"
+}
+
+# saw_running PID MS - a thread of PID is running or runnable at some moment of the next MS ms
+saw_running()
+{
+	local end=$(($(date +%s%N) + $2 * 1000000))
+	while [ "$(date +%s%N)" -lt "$end" ]; do
+		[[ "$(thread_states "$1")" == *R* ]] && return 0
+	done
+	return 1
+}
+
+@test "spin=: after a request the receiving thread polls /dev/fuse for that long, then sleeps" {
+	echo x >"$T/upper/f"
+	mount_ok -o "$(ovl_opts),spin=100000" "$MNT"
+	# getfattr always reaches the server (the kernel caches no xattrs)
+	getfattr -n user.none "$MNT/f" >/dev/null 2>&1 || true
+	saw_running "$DPID" 60 || fail "no server thread running within 60 ms of a request with spin=100000 ms: $(thread_states "$DPID")"
+	# then it gives up and sleeps (no request in between)
+	local end=$((SECONDS + 5))
+	until [[ "$(thread_states "$DPID")" != *R* ]]; do
+		[ "$SECONDS" -lt "$end" ] || fail "a server thread still running 5 s after the last request: $(thread_states "$DPID")"
+		sleep 0.01
+	done
+	unmount_and_reap
+
+	# spin=0: the thread that answered sleeps at once
+	mount_ok -o "$(ovl_opts),spin=0" "$MNT"
+	getfattr -n user.none "$MNT/f" >/dev/null 2>&1 || true
+	! saw_running "$DPID" 60 || fail "a server thread kept running after a request with spin=0: $(thread_states "$DPID")"
+	unmount_and_reap
+}
+
+@test "spin= takes microseconds from 0 to 100000; anything else is refused" {
+	local v
+	for v in -1 100001 abc 5x ''; do
+		sfs -o "$(ovl_opts),spin=$v" "$MNT"
+		[ "$status" -ne 0 ] || fail "spin=$v was accepted"
+		assert_one_error_line
+		[[ "$err" == *spin=* ]] || fail "spin=$v: error does not name the option: $err"
+		assert_not_mounted
+	done
+	assert_no_daemon
+}
+
+@test "SIGTERM ends the server even while requests never stop arriving" {
+	echo x >"$T/upper/f"
+	# with spin=100000 the receiving thread never sleeps while a request comes every few ms
+	mount_ok -o "$(ovl_opts),spin=100000" "$MNT"
+	(while :; do getfattr -n user.none "$MNT/f" >/dev/null 2>&1 || exit 0; done) &
+	BG_PIDS+=("$!")
+	saw_running "$DPID" 1000 || fail "the server is not busy"
+	kill -TERM "$DPID"
+	wait_gone "$DPID" 10 || fail "stratafs (pid $DPID) still running 10 s after SIGTERM under a steady stream of requests"
+	assert_not_mounted
+}
+
+# stuck_lower_check OPTS FILE CONTENT: with the lower layer stopped, a read of FILE (not yet
+# looked up, so not cached by the inner mount either) blocks one worker; a create next to it
+# must still be served
+stuck_lower_check()
+{
+	mount_ok -o "lowerdir=$T/inner,upperdir=$T/upper,workdir=$T/work$1" "$MNT"
+	mkdir "$MNT/new"
+	kill -STOP "$ipid"
+	timeout 30 cat "$MNT/$2" >"$T/stuck.out" 2>&1 &
+	local stuck=$!
+	BG_PIDS+=("$stuck")
+	# wait until the reader is blocked inside the outer server's request
+	local end=$((SECONDS + 10))
+	until [ "$(cat /proc/$stuck/wchan 2>/dev/null)" = request_wait_answer ]; do
+		[ "$SECONDS" -lt "$end" ] || break
+		sleep 0.01
+	done
+	timeout 10 sh -c "echo served >'$MNT/new/file' && cat '$MNT/new/file'" >"$T/served.out" 2>&1 ||
+		{ kill -CONT "$ipid"; fail "$1: a new file next to the stuck request was not served within 10 s"; }
+	[ "$(cat "$T/served.out")" = served ]
+	proc_alive "$stuck" || fail "$1: the reader of the stopped layer was not blocked: $(cat "$T/stuck.out")"
+	kill -CONT "$ipid"
+	wait "$stuck" || fail "$1: the reader failed after SIGCONT: $(cat "$T/stuck.out")"
+	[ "$(cat "$T/stuck.out")" = "$3" ]
+	unmount_and_reap
+	rm -rf "$T/upper" "$T/work" && mkdir "$T/upper" "$T/work"
+}
+
+@test "a request stuck in a lower layer holds up no other request (both loop modes)" {
+	# the lower layer is itself a FUSE mount (a second stratafs), stopped with SIGSTOP:
+	# whatever reaches into it blocks until SIGCONT
+	mkdir -p "$T/inner" "$T/iup" "$T/iwork"
+	"$STRATAFS" -o "lowerdir=$T/lower,upperdir=$T/iup,workdir=$T/iwork" "$T/inner" </dev/null 3>&- ||
+		fail "inner mount failed"
+	ipid=$(daemon_pids "$T/inner")
+	[ -n "$ipid" ] || fail "no inner server"
+	BG_PIDS+=("$ipid")
+	stuck_lower_check "" dir/inner inner            # starts hot: workers take turns receiving
+	stuck_lower_check ",spin=0" file lower-content  # cold: every idle worker blocks in read()
+	unmount_and_reap "$T/inner" "$ipid"
 }

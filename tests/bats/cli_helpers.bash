@@ -223,7 +223,7 @@ cli_teardown()
 	done
 	pids="${BG_PIDS[*]} $(daemon_pids_mentioning "$T")"
 	for p in $pids; do
-		proc_alive "$p" && kill -TERM "$p" 2>/dev/null
+		proc_alive "$p" && kill -CONT "$p" 2>/dev/null && kill -TERM "$p" 2>/dev/null
 	done
 	for p in $pids; do
 		if ! wait_gone "$p" 3; then
