@@ -145,6 +145,8 @@ static char *server_opts(const struct strata_spec *s, const struct strata_layers
 		r |= append(&o, &len, &cap, ",timeout=%.3f", s->timeout);
 	if (!s->threaded)
 		r |= append(&o, &len, &cap, ",threaded=0");
+	if (s->spin_us >= 0)
+		r |= append(&o, &len, &cap, ",spin=%d", s->spin_us);
 	if (s->writeback)
 		r |= append(&o, &len, &cap, ",writeback=1");
 	/* always: stratafs's own default is passthrough=1 */

@@ -263,6 +263,14 @@ static int parse_native_options(struct strata_spec *s, json_object *o, struct st
 						   "%s must be from 0 to 31536000 seconds", f);
 			s->timeout = t;
 			s->timeout_set = true;
+		} else if (!strcmp(k, "spin")) {
+			errno = 0;
+			int64_t x = json_object_get_int64(v);
+			if (!json_object_is_type(v, json_type_int) || errno || x < 0 || x > 100000)
+				return strata_fail(
+					err, USAGE, EINVAL, f,
+					"%s must be microseconds, an integer from 0 to 100000", f);
+			s->spin_us = (int)x;
 		} else if (!strcmp(k, "xattrPermissions") || !strcmp(k, "squashToUid") ||
 			   !strcmp(k, "squashToGid")) {
 			bool xp = k[0] == 'x';
@@ -494,6 +502,16 @@ static int parse_containerd(struct strata_spec *s, json_object *doc, struct stra
 				return strata_fail(
 					err, USAGE, EINVAL, f,
 					"%s: passthrough takes 0, 1 or all, not '%.100s'", f, val);
+		} else if (val && KEY("spin")) {
+			char *end;
+			errno = 0;
+			unsigned long x = strtoul(val, &end, 10);
+			if (!*val || *end || errno || *val == '-' || x > 100000)
+				return strata_fail(
+					err, USAGE, EINVAL, f,
+					"%s: spin takes microseconds from 0 to 100000, not '%.100s'",
+					f, val);
+			s->spin_us = (int)x;
 		} else if (!val && KEY("squash_to_root")) {
 			s->squash_to_root = true;
 		} else if (val && (KEY("xattr_permissions") || KEY("squash_to_uid") ||
@@ -551,6 +569,7 @@ int strata_spec_parse(const char *buf, size_t len, struct strata_spec *s, struct
 	memset(s, 0, sizeof(*s));
 	s->threaded = true;
 	s->squash_uid = s->squash_gid = -1;
+	s->spin_us = -1;
 	s->mflags = MS_NODEV; /* as libfuse; "dev" lifts it */
 	strcpy(s->upper_field, "upper");
 	strcpy(s->work_field, "work");
@@ -656,6 +675,8 @@ json_object *strata_spec_options_json(const struct strata_spec *s)
 		json_object_object_add(o, "squashToGid", json_object_new_int64(s->squash_gid));
 	if (s->timeout_set)
 		json_object_object_add(o, "timeout", json_object_new_double(s->timeout));
+	if (s->spin_us >= 0)
+		json_object_object_add(o, "spin", json_object_new_int(s->spin_us));
 	return o;
 }
 

@@ -65,6 +65,7 @@ struct strata_spec {
 	/* options */
 	bool volatile_, writeback, noacl, noxattrs, ino32, static_nlink, userxattr;
 	bool threaded;
+	int spin_us; /* stratafs spin=: -1 its default */
 	int passthrough; /* FUSE passthrough asked for: 0 no, 1 yes (upper files), 2 "all" */
 	double timeout;
 	bool timeout_set;

@@ -181,7 +181,8 @@ no_trusted_markers()
 }
 
 # io_field PID FIELD: a counter of /proc/PID/io (syscr: requests the server read from
-# /dev/fuse, one read each; rchar: the bytes it read, WRITE data included)
+# /dev/fuse, one read each, when it runs with spin 0 -- a spinning receiver also counts its
+# empty reads; rchar: the bytes it read, WRITE data included)
 io_field()
 {
 	awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/io"
@@ -215,7 +216,7 @@ has_sys_admin() # PID: CAP_SYS_ADMIN (21) in its effective set
 	no_trusted_markers
 	head -c 16000000 /dev/urandom >"$T/data"
 	cp "$T/data" "$T/u/up" # an upper file no one has read through the mount yet
-	mount_spec "$(spec_opts '{"passthrough": true, "userxattr": true}')"
+	mount_spec "$(spec_opts '{"passthrough": true, "userxattr": true, "spin": 0}')"
 	[ "$status" -eq 0 ] || { show; false; }
 	assert_live "$M"
 	pid=$(j .pid)
@@ -248,7 +249,7 @@ has_sys_admin() # PID: CAP_SYS_ADMIN (21) in its effective set
 	# "all": lower files read are passed through as well
 	rm -rf "$T/u"/* "$T/w"/*
 	cp "$T/data" "$T/l2/low"
-	mount_spec "$(spec_opts '{"passthrough": "all", "userxattr": true}')"
+	mount_spec "$(spec_opts '{"passthrough": "all", "userxattr": true, "spin": 0}')"
 	[ "$status" -eq 0 ] || { show; false; }
 	pid=$(j .pid)
 	[ "$(j .features.passthrough)" = true ] || { show; false; }
@@ -336,6 +337,45 @@ has_sys_admin() # PID: CAP_SYS_ADMIN (21) in its effective set
 	[ "$status" -eq 0 ]
 	umount "$T/ko2"
 	umount "$T/ko"
+}
+
+@test "options.spin reaches the server (spin=), the status shows it, and the sandbox lets the loop run" {
+	mkdir -p "$T/l1" "$T/l2" "$T/u" "$T/w" "$M"
+	echo x >"$T/l1/f"
+	mount_spec "$(spec_opts '{"spin": 0}')"
+	[ "$status" -eq 0 ] || { show; false; }
+	pid=$(j .pid)
+	tr '\0' '\n' <"/proc/$pid/cmdline" | grep -q 'spin=0' || fail "no spin=0 in $(tr '\0' ' ' <"/proc/$pid/cmdline")"
+	[ "$(j .features.spin)" = 0 ] || { show; false; }
+	[ "$(cat "$M/f")" = x ]
+	st unmount pt
+	[ "$status" -eq 0 ] || { show; false; }
+	# the default: no spin= on the command line, stratafs picks it
+	mount_spec "$(spec_opts '{}')"
+	[ "$status" -eq 0 ] || { show; false; }
+	pid=$(j .pid)
+	! tr '\0' '\n' <"/proc/$pid/cmdline" | grep -q 'spin=' || fail "spin= given without options.spin"
+	[ "$(j '.features.spin // "unset"')" = unset ] || { show; false; }
+	st unmount pt
+	[ "$status" -eq 0 ] || { show; false; }
+	# under seccomp, with a steady stream of requests that never lets the receiving thread
+	# sleep: SIGTERM still ends the server (its look for a pending signal is allowed)
+	mount_spec "$(spec_opts '{"spin": 100000}')"
+	[ "$status" -eq 0 ] || { show; false; }
+	pid=$(j .pid)
+	(while :; do getfattr -n user.none "$M/f" >/dev/null 2>&1 || exit 0; done) &
+	local load=$!
+	[ "$(cat "$M/f")" = x ]
+	kill -TERM "$pid"
+	local end=$((SECONDS + 10))
+	while [ -d "/proc/$pid" ] && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]; do
+		[ "$SECONDS" -lt "$end" ] || { kill "$load"; fail "the sandboxed server ignored SIGTERM under load"; }
+		sleep 0.05
+	done
+	kill "$load" 2>/dev/null || true
+	wait "$load" 2>/dev/null || true
+	st unmount pt
+	[ "$status" -eq 0 ] || { show; false; }
 }
 
 @test "overlay under the sandbox: whiteouts, opaque dirs, copy-up, deletes" {

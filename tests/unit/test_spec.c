@@ -218,6 +218,30 @@ int main(void)
 	    "{\"type\":\"fuse3.stratafs\",\"target\":\"/t\",\"options\":[\"lowerdir=/a\","
 	    "\"passthrough=yes\"]}",
 	    "options[1]", EINVAL);
+	CHECK("spin: stratafs's default unless given",
+	      parse("{\"target\":\"/t\",\"lower\":[\"/a\"]}") == 0 && spec.spin_us == -1);
+	CHECK("spin: 0 and 100000 taken",
+	      parse("{\"target\":\"/t\",\"lower\":[\"/a\"],\"options\":{\"spin\":0}}") == 0 &&
+		      spec.spin_us == 0 &&
+		      parse("{\"target\":\"/t\",\"lower\":[\"/a\"],\"options\":{\"spin\":100000}}") ==
+			      0 &&
+		      spec.spin_us == 100000);
+	bad("spin: over 100000",
+	    "{\"target\":\"/t\",\"lower\":[\"/a\"],\"options\":{\"spin\":100001}}", "options.spin",
+	    EINVAL);
+	bad("spin: negative", "{\"target\":\"/t\",\"lower\":[\"/a\"],\"options\":{\"spin\":-1}}",
+	    "options.spin", EINVAL);
+	bad("spin: not an integer",
+	    "{\"target\":\"/t\",\"lower\":[\"/a\"],\"options\":{\"spin\":1.5}}", "options.spin",
+	    EINVAL);
+	CHECK("containerd: spin=20",
+	      parse("{\"type\":\"fuse3.stratafs\",\"target\":\"/t\",\"options\":[\"lowerdir=/a\","
+		    "\"spin=20\"]}") == 0 &&
+		      spec.spin_us == 20);
+	bad("containerd: spin=x",
+	    "{\"type\":\"fuse3.stratafs\",\"target\":\"/t\",\"options\":[\"lowerdir=/a\","
+	    "\"spin=x\"]}",
+	    "options[1]", EINVAL);
 	bad("mapping without hostID",
 	    "{\"target\":\"/t\",\"lower\":[\"/a\"],\"uidMappings\":[{\"containerID\":0,\"size\":1}]}",
 	    "uidMappings[0].hostID", EINVAL);
