@@ -76,6 +76,8 @@ static bool pt_report(const struct ovl_fs *fs)
 #define FUSE_DEV_IOC_BACKING_CLOSE _IOW(229, 2, uint32_t)
 #endif
 
+static void backing_released(void);
+
 #ifdef HAVE_FUSE_PASSTHROUGH
 /* Turns passthrough off for good after the kernel refused a backing file with error e. */
 static void refused(struct ovl_fs *fs, int e)
@@ -182,11 +184,15 @@ static void passthrough_release(struct ovl_fs *fs, fuse_req_t req, struct ovl_no
 	if (fd < 0 || fd >= MAX_TRACKED_FD || !atomic_exchange(&passed[fd], 0) || !n)
 		return;
 	pthread_mutex_lock(&n->lock);
+	bool released = false;
 	if (n->pt_count > 0 && --n->pt_count == 0) {
 		fuse_passthrough_close(req, n->pt_backing);
 		n->pt_backing = 0;
+		released = true;
 	}
 	pthread_mutex_unlock(&n->lock);
+	if (released)
+		backing_released();
 }
 #else
 void ovl_passthrough_init(struct ovl_fs *fs, struct fuse_conn_info *conn)
@@ -289,6 +295,50 @@ void ovl_file_released(int fd)
 		atomic_store(&lower_ro[fd], 0);
 }
 
+/* Backing files released: the kernel sends RELEASE after close() has returned, so a
+ * write-open right after the last reader closed can overtake it. */
+static pthread_mutex_t released_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t released_cond = PTHREAD_COND_INITIALIZER;
+static unsigned long released_gen;
+
+__attribute__((unused)) static void backing_released(void)
+{
+	pthread_mutex_lock(&released_lock);
+	released_gen++;
+	pthread_cond_broadcast(&released_cond);
+	pthread_mutex_unlock(&released_lock);
+}
+
+/* Whether n is bound to a lower backing file, waiting up to 200 ms for the RELEASE of a
+ * reader that has already closed it. */
+static bool lower_backing_busy(struct ovl_node *n)
+{
+	struct timespec deadline;
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_nsec += 200 * 1000000L;
+	if (deadline.tv_nsec >= 1000000000L) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000L;
+	}
+	for (;;) {
+		pthread_mutex_lock(&released_lock);
+		unsigned long gen = released_gen;
+		pthread_mutex_unlock(&released_lock);
+		pthread_mutex_lock(&n->lock);
+		bool busy = n->pt_count > 0 && n->pt_lower;
+		pthread_mutex_unlock(&n->lock);
+		if (!busy)
+			return false;
+		pthread_mutex_lock(&released_lock);
+		int r = 0;
+		while (released_gen == gen && r != ETIMEDOUT)
+			r = pthread_cond_timedwait(&released_cond, &released_lock, &deadline);
+		pthread_mutex_unlock(&released_lock);
+		if (r == ETIMEDOUT)
+			return true;
+	}
+}
+
 int ovl_open(struct ovl_fs *fs, fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct ovl_node *n = ovl_node_get(fs, ino);
@@ -309,15 +359,10 @@ int ovl_open(struct ovl_fs *fs, fuse_req_t req, fuse_ino_t ino, struct fuse_file
 	if (writing) {
 		if (!fs->has_upper)
 			return -EROFS;
-		if (fs->p.passthrough == 2) {
-			/* passthrough=all: a lower file open for reading is bound to its lower
-			 * backing file; the copy would not be what they read */
-			pthread_mutex_lock(&n->lock);
-			bool busy = n->pt_count > 0 && n->pt_lower;
-			pthread_mutex_unlock(&n->lock);
-			if (busy)
-				return -ETXTBSY;
-		}
+		/* passthrough=all: a lower file open for reading is bound to its lower backing
+		 * file; the copy would not be what they read */
+		if (fs->p.passthrough == 2 && lower_backing_busy(n))
+			return -ETXTBSY;
 		int r = ovl_copy_up(fs, n, !(flags & O_TRUNC));
 		if (r < 0)
 			return r;
