@@ -6,19 +6,20 @@
  * a thread on another CPU costs an inter-processor interrupt; in a virtual machine without halt
  * polling that is a VM exit on both sides, 15-20 us, several times the work the request itself
  * needs. A server thread that is already running when the request is queued takes it at once.
- * So the receiving thread reads the device non-blocking for a while (up to spin_us, adapted
- * below) before it sleeps in poll(); a burst of requests (a directory walk, an untar) never
- * has to wake it. Measured on a 2-vCPU guest: 19 us per GETXATTR round trip with libfuse's
- * loop, 10.5 us with this one (docs/performance.md).
+ * So the receiving thread reads the device non-blocking for up to spin_us before it sleeps in
+ * poll(); a burst of requests (a directory walk, an untar) never has to wake it. Measured on a
+ * 2-vCPU guest: 19 us per GETXATTR round trip with libfuse's loop, 9-11 us with this one
+ * (docs/performance.md).
  *
- * Two modes, switched by how far apart requests come:
- * - hot (requests less than spin_us apart): one thread at a time receives (the receive lock),
+ * Two modes, switched by the share of recent requests that came within spin_us of the one
+ * before (above 7/8: hot; below 3/4: cold):
+ * - hot (a burst: a walk, ls -l, an untar): one thread at a time receives (the receive lock),
  *   reading the device non-blocking and yielding between reads, up to the spin window, before
  *   it sleeps in poll(); it gives up the lock as soon as it holds a request, so the next idle
  *   worker takes over receiving while it works. Only the receiver waits on the device, so a
  *   request queued while it spins wakes nobody.
- * - cold (requests further apart, e.g. reads that wait on the disk, or spin=0): every idle
- *   worker blocks in read() on the device, as in libfuse's own loop; the kernel wakes one per
+ * - cold (requests further apart, as reads that wait on the disk; always with spin=0): every
+ *   idle worker blocks in read() on the device, as in libfuse's own loop; the kernel wakes one per
  *   request and there is no hand-over between workers, which would cost a second wake-up.
  * Workers are started on demand, up to max_threads, when a request arrives and no worker is
  * waiting to receive: a slow request (a cold read, an fsync, a copy-up) never holds up others.
@@ -41,16 +42,20 @@
 #include <stdlib.h>
 #include <time.h>
 
-#define HOT_AFTER 8 /* requests in a row less than spin_us apart turn a cold loop hot */
+/* The share of requests that come within spin_us of the one before, a moving average over
+ * about the last 16 (fixed point, SHARE_ONE = all of them): the loop turns hot above
+ * HOT_SHARE, cold below COLD_SHARE. */
+#define SHARE_ONE 1024
+#define HOT_SHARE (SHARE_ONE * 7 / 8)
+#define COLD_SHARE (SHARE_ONE * 3 / 4)
 
 struct ovl_loop {
 	struct fuse_session *se;
 	int fd;
 	long spin_max_ns; /* spin= */
-	long spin_ns; /* the window now (recv_lock) */
 	atomic_bool hot; /* the device is O_NONBLOCK and workers take turns */
 	atomic_llong last_request; /* CLOCK_MONOTONIC ns of the latest request received */
-	atomic_uint close_gaps; /* cold: requests in a row less than spin_max_ns apart */
+	atomic_int close_share; /* SHARE_ONE: every recent request came close to the last */
 	unsigned max_threads;
 	pthread_mutex_t recv_lock; /* hot: held by the thread whose turn it is to receive */
 	pthread_mutex_t lock; /* guards the counters and the thread list below */
@@ -74,31 +79,23 @@ static void set_mode(struct ovl_loop *l, bool hot)
 	int fl = fcntl(l->fd, F_GETFL);
 	if (fl < 0 || fcntl(l->fd, F_SETFL, hot ? fl | O_NONBLOCK : fl & ~O_NONBLOCK) < 0)
 		return; /* stay as we are */
-	atomic_store(&l->close_gaps, 0);
-	if (hot)
-		l->spin_ns = l->spin_max_ns; /* no receiver runs while the loop is cold */
 	atomic_store(&l->hot, hot);
 }
 
-/* The hot window adapts much as the kernel's halt polling does. A request that comes while the
- * receiver spins leaves it as it is; one that comes soon after the receiver gave up (within
- * spin_max) doubles it; one that comes later but not much later (a near miss, up to
- * IDLE_FACTOR x spin_max: requests steadily further apart than the window, as cold reads
- * waiting on the disk) halves it, down to nothing, when the loop turns cold. A longer pause
- * says nothing about the pace within a burst and changes nothing. */
-#define SPIN_GROW_START_NS 10000L
-#define IDLE_FACTOR 4
-
-static void spin_adapt(struct ovl_loop *l, long long waited_ns)
+/* A request received now: how close it came to the one before decides the mode. Several
+ * workers may update the share at once in cold mode; a lost update only blurs the average. */
+static void note_request(struct ovl_loop *l)
 {
-	if (waited_ns <= l->spin_max_ns) {
-		long w = l->spin_ns < SPIN_GROW_START_NS ? SPIN_GROW_START_NS : l->spin_ns * 2;
-		l->spin_ns = w > l->spin_max_ns ? l->spin_max_ns : w;
-	} else if (waited_ns <= IDLE_FACTOR * l->spin_max_ns) {
-		l->spin_ns /= 2;
-		if (l->spin_ns < SPIN_GROW_START_NS)
-			l->spin_ns = 0;
-	}
+	long long t = now_ns();
+	long long gap = t - atomic_exchange(&l->last_request, t);
+	int share = atomic_load_explicit(&l->close_share, memory_order_relaxed);
+	share += ((gap <= l->spin_max_ns ? SHARE_ONE : 0) - share) / 16;
+	atomic_store_explicit(&l->close_share, share, memory_order_relaxed);
+	bool hot = atomic_load_explicit(&l->hot, memory_order_relaxed);
+	if (!hot && share > HOT_SHARE)
+		set_mode(l, true);
+	else if (hot && share < COLD_SHARE)
+		set_mode(l, false);
 }
 
 static void unlock_recv(void *arg)
@@ -117,18 +114,12 @@ static int receive_hot(struct ovl_loop *l, struct fuse_buf *buf)
 			return 0;
 		int res = fuse_session_receive_buf(l->se, buf);
 		if (res > 0) {
-			long long t = now_ns();
-			atomic_store(&l->last_request, t);
-			if (slept) {
-				spin_adapt(l, t - start);
-				if (l->spin_ns == 0)
-					set_mode(l, false);
-			}
+			note_request(l);
 			return res;
 		}
 		if (res != -EAGAIN && res != -EINTR)
 			return res;
-		if (res == -EAGAIN && !slept && now_ns() - start < l->spin_ns) {
+		if (res == -EAGAIN && !slept && now_ns() - start < l->spin_max_ns) {
 			/* let a runnable task on this CPU (the client, often) go first */
 			sched_yield();
 			continue;
@@ -152,17 +143,8 @@ static int receive_cold(struct ovl_loop *l, struct fuse_buf *buf)
 	pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
 	int res = fuse_session_exited(l->se) ? 0 : fuse_session_receive_buf(l->se, buf);
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
-	if (res > 0 && l->spin_max_ns > 0) {
-		long long t = now_ns();
-		long long gap = t - atomic_exchange(&l->last_request, t);
-		if (gap > IDLE_FACTOR * l->spin_max_ns)
-			; /* a pause between bursts: no news about the pace */
-		else if (gap > l->spin_max_ns)
-			atomic_store(&l->close_gaps, 0);
-		else if (atomic_fetch_add(&l->close_gaps, 1) + 1 >= HOT_AFTER &&
-			 !atomic_load(&l->hot))
-			set_mode(l, true);
-	}
+	if (res > 0 && l->spin_max_ns > 0)
+		note_request(l);
 	return res;
 }
 
@@ -233,7 +215,8 @@ int ovl_loop_run(struct fuse_session *se, unsigned max_threads, unsigned spin_us
 		return -ENOMEM;
 	l->se = se;
 	l->fd = fuse_session_fd(se);
-	l->spin_max_ns = l->spin_ns = (long)spin_us * 1000;
+	l->spin_max_ns = (long)spin_us * 1000;
+	atomic_store(&l->close_share, SHARE_ONE);
 	l->max_threads = max_threads < 1		    ? 1 :
 			 max_threads > OVL_LOOP_MAX_THREADS ? OVL_LOOP_MAX_THREADS :
 							      max_threads;
