@@ -76,7 +76,20 @@ static bool pt_report(const struct ovl_fs *fs)
 #define FUSE_DEV_IOC_BACKING_CLOSE _IOW(229, 2, uint32_t)
 #endif
 
-static void backing_released(void);
+/* Backing files released: the kernel sends RELEASE after close() has returned, so a
+ * write-open right after the last reader closed can overtake it. */
+static pthread_mutex_t released_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t released_cond = PTHREAD_COND_INITIALIZER;
+static unsigned long released_gen;
+
+/* unused without passthrough */
+__attribute__((unused)) static void backing_released(void)
+{
+	pthread_mutex_lock(&released_lock);
+	released_gen++;
+	pthread_cond_broadcast(&released_cond);
+	pthread_mutex_unlock(&released_lock);
+}
 
 #ifdef HAVE_FUSE_PASSTHROUGH
 /* Turns passthrough off for good after the kernel refused a backing file with error e. */
@@ -293,20 +306,6 @@ void ovl_file_released(int fd)
 {
 	if (fd >= 0 && fd < MAX_TRACKED_FD)
 		atomic_store(&lower_ro[fd], 0);
-}
-
-/* Backing files released: the kernel sends RELEASE after close() has returned, so a
- * write-open right after the last reader closed can overtake it. */
-static pthread_mutex_t released_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t released_cond = PTHREAD_COND_INITIALIZER;
-static unsigned long released_gen;
-
-__attribute__((unused)) static void backing_released(void)
-{
-	pthread_mutex_lock(&released_lock);
-	released_gen++;
-	pthread_cond_broadcast(&released_cond);
-	pthread_mutex_unlock(&released_lock);
 }
 
 /* Whether n is bound to a lower backing file, waiting up to 200 ms for the RELEASE of a

@@ -61,7 +61,6 @@ struct ovl_loop {
 	pthread_mutex_t lock; /* guards the counters and the thread list below */
 	unsigned nthreads;
 	atomic_uint waiting; /* workers waiting for a request (queued on recv_lock or receiving) */
-	sigset_t exit_signals;
 	int error;
 	sem_t ended;
 	pthread_t threads[OVL_LOOP_MAX_THREADS];
@@ -103,8 +102,7 @@ static void unlock_recv(void *arg)
 	pthread_mutex_unlock(arg);
 }
 
-/* Hot: with recv_lock held. > 0 a request, 0 the session ended, -EAGAIN the loop turned cold
- * (no request), < 0 an error. */
+/* Hot: with recv_lock held. > 0 a request, 0 the session ended, < 0 an error. */
 static int receive_hot(struct ovl_loop *l, struct fuse_buf *buf)
 {
 	long long start = now_ns();
@@ -150,18 +148,22 @@ static int receive_cold(struct ovl_loop *l, struct fuse_buf *buf)
 
 static void *worker(void *arg);
 
-/* Called with a request in hand: if nobody is left to receive, start a worker that will. */
-static void grow(struct ovl_loop *l)
+/* If nobody is waiting to receive (at the start, or a worker now holds a request), start a
+ * worker that will. 0 or pthread_create's error. */
+static int grow(struct ovl_loop *l)
 {
 	if (atomic_load(&l->waiting) > 0)
-		return;
+		return 0;
+	int r = 0;
 	pthread_mutex_lock(&l->lock);
 	/* none after the end: ovl_loop_run joins the threads it counted then */
 	if (l->nthreads < l->max_threads && !fuse_session_exited(l->se)) {
-		if (pthread_create(&l->threads[l->nthreads], NULL, worker, l) == 0)
+		r = pthread_create(&l->threads[l->nthreads], NULL, worker, l);
+		if (r == 0)
 			l->nthreads++;
 	}
 	pthread_mutex_unlock(&l->lock);
+	return r;
 }
 
 static void free_buf(void *arg)
@@ -228,30 +230,22 @@ int ovl_loop_run(struct fuse_session *se, unsigned max_threads, unsigned spin_us
 
 	/* the exit signals reach this thread only: the workers (created with them blocked) are
 	 * never interrupted by them */
-	sigset_t old, wait_mask;
-	sigemptyset(&l->exit_signals);
-	sigaddset(&l->exit_signals, SIGTERM);
-	sigaddset(&l->exit_signals, SIGINT);
-	sigaddset(&l->exit_signals, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &l->exit_signals, &old);
-	wait_mask = old;
-	sigdelset(&wait_mask, SIGTERM);
-	sigdelset(&wait_mask, SIGINT);
-	sigdelset(&wait_mask, SIGHUP);
-
-	pthread_mutex_lock(&l->lock);
-	int r = pthread_create(&l->threads[0], NULL, worker, l);
-	if (r == 0)
-		l->nthreads = 1;
-	pthread_mutex_unlock(&l->lock);
-	pthread_sigmask(SIG_SETMASK, &wait_mask, NULL);
+	sigset_t exit_signals, old;
+	sigemptyset(&exit_signals);
+	sigaddset(&exit_signals, SIGTERM);
+	sigaddset(&exit_signals, SIGINT);
+	sigaddset(&exit_signals, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &exit_signals, &old);
+	int r = grow(l);
+	pthread_sigmask(SIG_UNBLOCK, &exit_signals, NULL);
 	if (r != 0) {
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
 		free(l);
 		return -r;
 	}
 	while (!fuse_session_exited(se))
 		sem_wait(&l->ended); /* a worker posts it; a signal to this thread ends it early */
-	pthread_sigmask(SIG_BLOCK, &l->exit_signals, NULL);
+	pthread_sigmask(SIG_BLOCK, &exit_signals, NULL);
 
 	/* wake the workers that wait for requests; the others see the end by themselves */
 	pthread_mutex_lock(&l->lock);

@@ -192,8 +192,8 @@ static int parse_one(struct ovl_params *p, char *opt, char *err, size_t errlen)
 		char *end;
 		long us = val ? strtol(val, &end, 10) : -1;
 		if (!val || !*val || *end || us < 0 || us > 100000) {
-			snprintf(err, errlen, "spin=%s: expected microseconds, 0 to 100000",
-				 val ? val : "");
+			seterr(err, errlen, "spin=%s: expected microseconds, 0 to 100000",
+			       val ? val : "");
 			return -1;
 		}
 		p->spin_us = (int)us;
