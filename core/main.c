@@ -26,7 +26,8 @@ static void usage(FILE *f)
 		   "  volatile, fsync=0  never fsync\n"
 		   "  timeout=SECONDS    kernel cache timeout for entries and attributes\n"
 		   "  threaded=0|1       multi-threaded request loop (default 1)\n"
-		   "  spin=US            poll /dev/fuse US us before sleeping (default 50)\n"
+		   "  spin=US            poll /dev/fuse US us before sleeping (default 50; 0 on\n"
+		   "                     one CPU or where idle CPUs poll)\n"
 		   "  writeback=1        kernel writeback cache\n"
 		   "  passthrough=0|1|all  FUSE passthrough (default 1: upper files)\n"
 		   "  noacl, noxattrs=1  disable POSIX ACLs / all xattrs\n"
@@ -38,12 +39,55 @@ static void usage(FILE *f)
 		   "  -d                 debug output (implies -f)\n");
 }
 
-/* Polling /dev/fuse only pays when the client can run on another CPU meanwhile. */
-static unsigned default_spin_us(void)
+/* Whether idle CPUs poll for a wake-up for a while before they halt: cpuidle-haltpoll with
+ * guest_halt_poll_ns above 0 (KVM guests), or idle=poll. Writes a short reason into why. */
+static bool idle_cpus_poll(char *why, size_t len)
+{
+	char drv[32] = "", ns[32] = "", cmd[4096] = "";
+	FILE *f;
+	if ((f = fopen("/sys/devices/system/cpu/cpuidle/current_driver", "re"))) {
+		if (!fgets(drv, sizeof(drv), f))
+			drv[0] = 0;
+		fclose(f);
+	}
+	if (!strcmp(drv, "haltpoll\n") &&
+	    (f = fopen("/sys/module/haltpoll/parameters/guest_halt_poll_ns", "re"))) {
+		if (!fgets(ns, sizeof(ns), f))
+			ns[0] = 0;
+		fclose(f);
+		long v = strtol(ns, NULL, 10);
+		if (v > 0) {
+			snprintf(why, len, "idle CPUs poll: haltpoll guest_halt_poll_ns=%ld", v);
+			return true;
+		}
+	}
+	if ((f = fopen("/proc/cmdline", "re"))) {
+		if (!fgets(cmd, sizeof(cmd), f))
+			cmd[0] = 0;
+		fclose(f);
+		for (char *w = strtok(cmd, " \n"); w; w = strtok(NULL, " \n"))
+			if (!strcmp(w, "idle=poll")) {
+				snprintf(why, len, "idle CPUs poll: idle=poll");
+				return true;
+			}
+	}
+	return false;
+}
+
+/* Polling /dev/fuse pays only when the client can run on another CPU meanwhile, and when an
+ * idle CPU halts: where idle CPUs poll before halting, a sleeping server thread is woken
+ * without an interrupt anyway, and a spinning one only takes the CPU the client's reply has
+ * to be woken on (measured: docs/performance.md, "Idle polling"). */
+static unsigned default_spin_us(char *why, size_t len)
 {
 	cpu_set_t set;
-	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) < 2)
+	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) < 2) {
+		snprintf(why, len, "one CPU");
 		return 0;
+	}
+	if (idle_cpus_poll(why, len))
+		return 0;
+	snprintf(why, len, "default");
 	return OVL_LOOP_SPIN_US;
 }
 
@@ -256,6 +300,13 @@ int main(int argc, char **argv)
 		close(pfd[1]);
 	}
 
+	/* before the sandbox, which hides /sys and /proc/cmdline */
+	char why[96] = "spin=";
+	unsigned spin = p->spin_us >= 0 ? (unsigned)p->spin_us : default_spin_us(why, sizeof(why));
+	if (p->debug)
+		fprintf(stderr, "stratafs: request loop: up to %u threads, spin %u us (%s)\n",
+			p->threaded ? 16 : 1, spin, why);
+
 	/* confine the server (sandbox=1, from the strata driver) before it serves anything */
 	if (ovl_sandbox_apply(&fs, err, sizeof(err)) < 0) {
 		fprintf(stderr, "stratafs: sandbox: %s\n", err);
@@ -264,8 +315,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	fuse_set_signal_handlers(se);
-	int r = ovl_loop_run(se, p->threaded ? 16 : 1,
-			     p->spin_us >= 0 ? (unsigned)p->spin_us : default_spin_us());
+	int r = ovl_loop_run(se, p->threaded ? 16 : 1, spin);
 	if (r < 0)
 		fprintf(stderr, "stratafs: request loop: %s\n", strerror(-r));
 	fuse_remove_signal_handlers(se);

@@ -18,6 +18,8 @@ setup()
 
 teardown()
 {
+	# a test that changed the kernel's halt polling puts it back
+	[ -z "${HALTPOLL_OLD:-}" ] || echo "$HALTPOLL_OLD" >/sys/module/haltpoll/parameters/guest_halt_poll_ns
 	cli_teardown
 }
 
@@ -412,6 +414,36 @@ saw_running()
 	getfattr -n user.none "$MNT/f" >/dev/null 2>&1 || true
 	! saw_running "$DPID" 60 || fail "a server thread kept running after a request with spin=0: $(thread_states "$DPID")"
 	unmount_and_reap
+}
+
+# loop_line [OPTS] - the request loop's settings, as stratafs -d prints them at the start
+loop_line()
+{
+	"$STRATAFS" -d -o "$(ovl_opts)$1" "$MNT" </dev/null >"$T/d.log" 2>&1 3>&- &
+	local pid=$!
+	BG_PIDS+=("$pid")
+	wait_mounted "$MNT" 10 || fail "-d: not mounted after 10 s ($(head -c 2000 "$T/d.log"))"
+	timeout 10 fusermount3 -u "$MNT"
+	wait_gone "$pid" 10 || fail "-d: still running 10 s after fusermount3 -u"
+	grep -o 'request loop: .*' "$T/d.log" || fail "-d printed no request loop line"
+}
+
+@test "spin's default: 50 us where idle CPUs halt, 0 where they poll (haltpoll); spin= overrides it" {
+	local hp=/sys/module/haltpoll/parameters/guest_halt_poll_ns
+	[ "$(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null)" = haltpoll ] && [ -w "$hp" ] ||
+		skip "needs the haltpoll cpuidle driver (a KVM guest) and a writable $hp"
+	[ "$(nproc)" -ge 2 ] || skip "one usable CPU: the default is 0 there anyway"
+	! grep -qw idle=poll /proc/cmdline || skip "booted with idle=poll: idle CPUs always poll"
+	HALTPOLL_OLD=$(cat "$hp")
+	echo 0 >"$hp"
+	run loop_line ""
+	[[ "$output" == *"spin 50 us (default)"* ]] || fail "halt polling off: $output"
+	echo 200000 >"$hp"
+	run loop_line ""
+	[[ "$output" == *"spin 0 us (idle CPUs poll: haltpoll guest_halt_poll_ns=200000)"* ]] ||
+		fail "halt polling at 200 us: $output"
+	run loop_line ",spin=20"
+	[[ "$output" == *"spin 20 us (spin=)"* ]] || fail "spin=20 with halt polling: $output"
 }
 
 @test "spin= takes microseconds from 0 to 100000; anything else is refused" {
