@@ -1173,7 +1173,19 @@ def machine_facts():
         "stratafs_git": cmd_out(["git", "-C", REPO, "describe", "--always", "--dirty"]),
         "data_fs": cmd_out(["findmnt", "-no", "FSTYPE,SOURCE", "-T", DATA]),
         "nofile_limit": list(resource.getrlimit(resource.RLIMIT_NOFILE)),
+        # what an idle CPU does decides what a wake-up costs (docs/performance.md)
+        "cpuidle": read_first("/sys/devices/system/cpu/cpuidle/current_driver"),
+        "guest_halt_poll_ns": read_first("/sys/module/haltpoll/parameters/guest_halt_poll_ns"),
     }
+
+
+def read_first(path):
+    """The first line of a file, or "" when it cannot be read."""
+    try:
+        with open(path) as f:
+            return f.readline().strip()
+    except OSError:
+        return ""
 
 
 def fmt_s(v):
@@ -1206,6 +1218,8 @@ def report(targets, W, samples, loads, rss, facts, info, ctx, mount_opts, elapse
     lines.append("%s, %d CPUs, %s; %s; libfuse %s; stratafs %s" % (
         facts["kernel"], facts["cpus"], facts["cpu_model"], facts["fuse_overlayfs"],
         facts["libfuse_deb"] or facts["libfuse_pkgconfig"], facts["stratafs_git"]))
+    lines.append("cpuidle: %s, guest_halt_poll_ns %s" % (facts["cpuidle"] or "-",
+                                                        facts["guest_halt_poll_ns"] or "-"))
     lines.append("tree: %d entries (%d regular files, %d directories) in 3 lower layers"
                  % (ctx.entries, ctx.files, ctx.dirs))
     for t in targets:
