@@ -253,8 +253,9 @@ static int parse_one(struct ovl_params *p, char *opt, char *err, size_t errlen)
 	}
 	if (!strcmp(opt, "squash_to_uid") || !strcmp(opt, "squash_to_gid")) {
 		char *end;
-		long v = val ? strtol(val, &end, 10) : -1;
-		if (!val || *end || v < 0) {
+		long long v = val ? strtoll(val, &end, 10) : -1;
+		/* an empty value would read as 0: root */
+		if (!val || !*val || *end || v < 0 || v > 4294967294LL) {
 			seterr(err, errlen, "%s=%s: expected a numeric id", opt, val ? val : "");
 			return -1;
 		}

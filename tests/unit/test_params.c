@@ -52,6 +52,18 @@ int main(void)
 	CHECK("plugins message names it", strstr(err, "plugins") != NULL);
 	ovl_params_free(&p);
 
+	CHECK("squash_to_uid=42 parses",
+	      parse(&p, "squash_to_uid=42", err) == 0 && p.squash_uid == 42);
+	ovl_params_free(&p);
+	CHECK("squash_to_uid= (empty) is refused, not root", parse(&p, "squash_to_uid=", err) < 0);
+	CHECK("its message names the option", strstr(err, "squash_to_uid") != NULL);
+	ovl_params_free(&p);
+	CHECK("squash_to_gid= (empty) is refused", parse(&p, "squash_to_gid=", err) < 0);
+	ovl_params_free(&p);
+	CHECK("squash_to_gid above 4294967294 is refused",
+	      parse(&p, "squash_to_gid=4294967295", err) < 0);
+	ovl_params_free(&p);
+
 	CHECK("fsync=0 means volatile", parse(&p, "fsync=0", err) == 0 && p.volatile_);
 	ovl_params_free(&p);
 	CHECK("timeout parses", parse(&p, "timeout=2.5", err) == 0 && p.timeout == 2.5);
