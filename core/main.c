@@ -300,7 +300,7 @@ int main(int argc, char **argv)
 		close(pfd[1]);
 	}
 
-	/* before the sandbox, which hides /sys and /proc/cmdline */
+	/* before the sandbox: its root has no /sys */
 	char why[96] = "spin=";
 	unsigned spin = p->spin_us >= 0 ? (unsigned)p->spin_us : default_spin_us(why, sizeof(why));
 	if (p->debug)
