@@ -39,38 +39,40 @@ static void usage(FILE *f)
 		   "  -d                 debug output (implies -f)\n");
 }
 
+/* The first line of a small file into buf; false (buf empty) when it cannot be read. */
+static bool read_line(const char *path, char *buf, size_t len)
+{
+	buf[0] = 0;
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return false;
+	bool ok = fgets(buf, (int)len, f) != NULL;
+	fclose(f);
+	if (!ok)
+		buf[0] = 0;
+	return ok;
+}
+
 /* Whether idle CPUs poll for a wake-up for a while before they halt: cpuidle-haltpoll with
  * guest_halt_poll_ns above 0 (KVM guests), or idle=poll. Writes a short reason into why. */
 static bool idle_cpus_poll(char *why, size_t len)
 {
-	char drv[32] = "", ns[32] = "", cmd[4096] = "";
-	FILE *f;
-	if ((f = fopen("/sys/devices/system/cpu/cpuidle/current_driver", "re"))) {
-		if (!fgets(drv, sizeof(drv), f))
-			drv[0] = 0;
-		fclose(f);
-	}
-	if (!strcmp(drv, "haltpoll\n") &&
-	    (f = fopen("/sys/module/haltpoll/parameters/guest_halt_poll_ns", "re"))) {
-		if (!fgets(ns, sizeof(ns), f))
-			ns[0] = 0;
-		fclose(f);
-		long v = strtol(ns, NULL, 10);
+	char line[4096];
+	if (read_line("/sys/devices/system/cpu/cpuidle/current_driver", line, sizeof(line)) &&
+	    !strcmp(line, "haltpoll\n") &&
+	    read_line("/sys/module/haltpoll/parameters/guest_halt_poll_ns", line, sizeof(line))) {
+		long v = strtol(line, NULL, 10);
 		if (v > 0) {
 			snprintf(why, len, "idle CPUs poll: haltpoll guest_halt_poll_ns=%ld", v);
 			return true;
 		}
 	}
-	if ((f = fopen("/proc/cmdline", "re"))) {
-		if (!fgets(cmd, sizeof(cmd), f))
-			cmd[0] = 0;
-		fclose(f);
-		for (char *w = strtok(cmd, " \n"); w; w = strtok(NULL, " \n"))
+	if (read_line("/proc/cmdline", line, sizeof(line)))
+		for (char *w = strtok(line, " \n"); w; w = strtok(NULL, " \n"))
 			if (!strcmp(w, "idle=poll")) {
 				snprintf(why, len, "idle CPUs poll: idle=poll");
 				return true;
 			}
-	}
 	return false;
 }
 
@@ -303,9 +305,10 @@ int main(int argc, char **argv)
 	/* before the sandbox: its root has no /sys */
 	char why[96] = "spin=";
 	unsigned spin = p->spin_us >= 0 ? (unsigned)p->spin_us : default_spin_us(why, sizeof(why));
+	unsigned threads = p->threaded ? 16 : 1;
 	if (p->debug)
 		fprintf(stderr, "stratafs: request loop: up to %u threads, spin %u us (%s)\n",
-			p->threaded ? 16 : 1, spin, why);
+			threads, spin, why);
 
 	/* confine the server (sandbox=1, from the strata driver) before it serves anything */
 	if (ovl_sandbox_apply(&fs, err, sizeof(err)) < 0) {
@@ -315,7 +318,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	fuse_set_signal_handlers(se);
-	int r = ovl_loop_run(se, p->threaded ? 16 : 1, spin);
+	int r = ovl_loop_run(se, threads, spin);
 	if (r < 0)
 		fprintf(stderr, "stratafs: request loop: %s\n", strerror(-r));
 	fuse_remove_signal_handlers(se);

@@ -65,13 +65,13 @@ struct ovl_params {
 	char *vfs_opts; /* "nodev,nosuid,..." */
 };
 
-/* Parse a comma-separated option string into p (may be called repeatedly).
- * Returns 0, or -1 with a one-line message in err. Unknown options warn on stderr. */
 /* loop.c: serve requests until the session ends; 0 or -errno */
 #define OVL_LOOP_MAX_THREADS 64
 #define OVL_LOOP_SPIN_US 50
 int ovl_loop_run(struct fuse_session *se, unsigned max_threads, unsigned spin_us);
 
+/* Parse a comma-separated option string into p (may be called repeatedly).
+ * Returns 0, or -1 with a one-line message in err. Unknown options warn on stderr. */
 int ovl_parse_opts(struct ovl_params *p, const char *opts, char *err, size_t errlen);
 /* Split a lowerdir value ("A:B\:C") honouring \: and \\ escapes. Returns count or -1. */
 int ovl_split_lowerdir(const char *val, char ***out);
